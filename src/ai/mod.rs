@@ -1,0 +1,208 @@
+//! The AI client: OpenAI's Conversations and Responses APIs through
+//! async-openai. The same code talks to OpenAI and to the built-in simulator;
+//! only the base URL and key differ.
+//!
+//! A support conversation is one OpenAI Conversation; each AI turn is one
+//! background Response on it, tagged with metadata naming the Helpline
+//! conversation and turn, so a webhook that overtakes the create call can
+//! still be matched to its turn.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use async_openai::{
+    config::OpenAIConfig,
+    error::OpenAIError,
+    types::responses::{
+        CreateConversationRequest, CreateResponseArgs, EasyInputContent, EasyInputMessage,
+        InputItem, InputParam, MessageType, OutputItem, OutputMessageContent, Role, Status,
+    },
+    Client,
+};
+use uuid::Uuid;
+
+use crate::config::AiSettings;
+
+pub const META_CONVERSATION: &str = "helpline_conversation";
+pub const META_TURN: &str = "helpline_turn";
+
+#[derive(Clone)]
+pub struct AiClient {
+    client: Client<OpenAIConfig>,
+    settings: Arc<AiSettings>,
+}
+
+/// Where a response stands, as far as Helpline cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Still queued or running.
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+    Incomplete,
+}
+
+/// One assistant message of a finished response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// OpenAI's output item id: the idempotency key of the stored message.
+    pub item_id: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchedResponse {
+    pub id: String,
+    pub outcome: Outcome,
+    /// The Helpline turn named in the response's metadata.
+    pub turn_id: Option<Uuid>,
+    pub replies: Vec<Reply>,
+    /// Why it failed or stopped short, when it did.
+    pub problem: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AiError {
+    #[error("OpenAI answered {status}: {message}")]
+    Api { status: u16, message: String },
+    #[error("could not reach OpenAI: {0}")]
+    Transport(String),
+    #[error("unexpected answer from OpenAI: {0}")]
+    Unexpected(String),
+}
+
+impl From<OpenAIError> for AiError {
+    fn from(e: OpenAIError) -> Self {
+        match e {
+            OpenAIError::ApiError(r) => Self::Api {
+                status: r.status_code.as_u16(),
+                message: r.api_error.message,
+            },
+            OpenAIError::Reqwest(e) => Self::Transport(e.to_string()),
+            other => Self::Unexpected(other.to_string()),
+        }
+    }
+}
+
+impl AiClient {
+    pub fn new(base_url: &str, api_key: &str, settings: AiSettings) -> Self {
+        let config = OpenAIConfig::new()
+            .with_api_base(base_url)
+            .with_api_key(api_key);
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a reqwest client with timeouts builds");
+        Self {
+            client: Client::build(http, config),
+            settings: Arc::new(settings),
+        }
+    }
+
+    /// `POST /conversations`, tagged with the Helpline conversation.
+    #[tracing::instrument(skip(self))]
+    pub async fn create_conversation(&self, conversation_id: Uuid) -> Result<String, AiError> {
+        let request = CreateConversationRequest {
+            metadata: Some(
+                serde_json::json!({ META_CONVERSATION: conversation_id.to_string() }).into(),
+            ),
+            items: None,
+        };
+        Ok(self.client.conversations().create(request).await?.id)
+    }
+
+    /// `POST /responses` in the background, on the given OpenAI Conversation,
+    /// with the customer's new messages as input. Returns the response id.
+    #[tracing::instrument(skip(self, inputs))]
+    pub async fn start_response(
+        &self,
+        openai_conversation: &str,
+        inputs: &[String],
+        conversation_id: Uuid,
+        turn_id: Uuid,
+    ) -> Result<String, AiError> {
+        let input = inputs
+            .iter()
+            .map(|text| {
+                InputItem::EasyMessage(EasyInputMessage {
+                    r#type: MessageType::Message,
+                    role: Role::User,
+                    content: EasyInputContent::Text(text.clone()),
+                    phase: None,
+                })
+            })
+            .collect();
+        let metadata = HashMap::from([
+            (META_CONVERSATION.to_owned(), conversation_id.to_string()),
+            (META_TURN.to_owned(), turn_id.to_string()),
+        ]);
+        let request = CreateResponseArgs::default()
+            .model(&self.settings.model)
+            .instructions(&self.settings.instructions)
+            .conversation(openai_conversation)
+            .input(InputParam::Items(input))
+            .background(true)
+            .store(true)
+            .metadata(metadata)
+            .build()?;
+        Ok(self.client.responses().create(request).await?.id)
+    }
+
+    /// `GET /responses/{id}`: its state, turn and assistant messages.
+    #[tracing::instrument(skip(self))]
+    pub async fn fetch_response(&self, response_id: &str) -> Result<FetchedResponse, AiError> {
+        let response = self.client.responses().retrieve(response_id).await?;
+        let outcome = match response.status {
+            Status::Queued | Status::InProgress => Outcome::Running,
+            Status::Completed => Outcome::Completed,
+            Status::Failed => Outcome::Failed,
+            Status::Cancelled => Outcome::Cancelled,
+            Status::Incomplete => Outcome::Incomplete,
+        };
+        let turn_id = response
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get(META_TURN))
+            .and_then(|t| t.parse().ok());
+        let replies = response
+            .output
+            .iter()
+            .filter_map(|item| match item {
+                OutputItem::Message(m) => {
+                    let text: Vec<&str> = m
+                        .content
+                        .iter()
+                        .map(|c| match c {
+                            OutputMessageContent::OutputText(t) => t.text.as_str(),
+                            OutputMessageContent::Refusal(r) => r.refusal.as_str(),
+                        })
+                        .collect();
+                    Some(Reply {
+                        item_id: m.id.clone(),
+                        text: text.join(""),
+                    })
+                }
+                _ => None,
+            })
+            .filter(|r| !r.text.trim().is_empty())
+            .collect();
+        let problem = response
+            .error
+            .as_ref()
+            .map(|e| e.message.clone())
+            .or_else(|| {
+                response
+                    .incomplete_details
+                    .as_ref()
+                    .map(|d| format!("incomplete: {}", d.reason))
+            });
+        Ok(FetchedResponse {
+            id: response.id,
+            outcome,
+            turn_id,
+            replies,
+            problem,
+        })
+    }
+}

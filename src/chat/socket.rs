@@ -1,0 +1,316 @@
+//! The customer's WebSocket: `hello` first, then a backlog replay, then live
+//! frames. A reader task takes the customer's frames; a writer task owns the
+//! socket's sending half and keeps it gap-free and duplicate-free by `seq`.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{
+        ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade},
+        State,
+    },
+    response::Response,
+};
+use futures::{
+    stream::{SplitSink, SplitStream},
+    SinkExt, StreamExt,
+};
+use sqlx::PgPool;
+use tokio::sync::{broadcast::error::RecvError, mpsc};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{
+    frames::{error_json, AssistantStatus, ClientFrame, FrameError, ServerFrame, MAX_TEXT_CHARS},
+    receive_customer_message, token_hash, Received,
+};
+use crate::{
+    hub::{Delivery, Subscription},
+    state::AppState,
+    storage::{conversations, turns},
+};
+
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Frames are small; anything bigger is refused before it is parsed.
+const MAX_FRAME_BYTES: usize = MAX_TEXT_CHARS * 4 + 1024;
+
+const CLOSE_GOING_AWAY: u16 = 1001;
+const CLOSE_POLICY: u16 = 1008;
+
+/// `GET /api/chat/ws`
+pub(super) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let tasks = state.tasks.clone();
+    ws.max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        // Tracked, so that shutdown waits for sockets to say goodbye.
+        .on_upgrade(move |socket| tasks.track_future(serve(socket, state)))
+}
+
+async fn serve(mut socket: WebSocket, state: AppState) {
+    let Some((conversation_id, after_seq)) = handshake(&mut socket, &state).await else {
+        return;
+    };
+    // Subscribe before reading the backlog, so nothing falls between the two.
+    let subscription = state.hub.subscribe(conversation_id);
+    let (sink, stream) = socket.split();
+    let mut writer = Writer {
+        sink,
+        pool: state.pool.clone(),
+        conversation_id,
+        last_seq: 0,
+    };
+    if let Err(e) = writer.welcome(after_seq).await {
+        tracing::debug!(error = %e, "socket closed during welcome");
+        return;
+    }
+
+    let (direct_tx, direct_rx) = mpsc::channel(32);
+    let mut write_task = tokio::spawn(writer.run(subscription, direct_rx, state.shutdown.clone()));
+    let mut read_task = tokio::spawn(read_frames(
+        stream,
+        direct_tx,
+        state.pool.clone(),
+        conversation_id,
+    ));
+    tokio::select! {
+        _ = &mut write_task => read_task.abort(),
+        _ = &mut read_task => write_task.abort(),
+    }
+}
+
+/// Waits for `hello`, checks the token, and finds the visitor's conversation.
+async fn handshake(socket: &mut WebSocket, state: &AppState) -> Option<(Uuid, Option<i64>)> {
+    let first = match tokio::time::timeout(HELLO_TIMEOUT, next_text(socket)).await {
+        Ok(Some(text)) => text,
+        Ok(None) => return None,
+        Err(_) => {
+            refuse(
+                socket,
+                FrameError::new("not_authenticated", "send a hello frame first"),
+            )
+            .await;
+            return None;
+        }
+    };
+    let (token, after_seq) = match ClientFrame::parse(&first) {
+        Ok(ClientFrame::Hello { token, after_seq }) => (token, after_seq),
+        Ok(_) | Err(_) => {
+            refuse(
+                socket,
+                FrameError::new("not_authenticated", "the first frame must be hello"),
+            )
+            .await;
+            return None;
+        }
+    };
+    let visitor = match conversations::find_visitor(&state.pool, &token_hash(&token)).await {
+        Ok(Some(visitor)) => visitor,
+        Ok(None) => {
+            refuse(
+                socket,
+                FrameError::new("invalid_token", "unknown visitor token"),
+            )
+            .await;
+            return None;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "visitor lookup failed");
+            let _ = socket
+                .send(text(error_json(&FrameError::new("internal", "try again"))))
+                .await;
+            return None;
+        }
+    };
+    match conversations::open_conversation(&state.pool, visitor).await {
+        Ok(conversation_id) => Some((conversation_id, after_seq)),
+        Err(e) => {
+            tracing::error!(error = %e, "opening the conversation failed");
+            let _ = socket
+                .send(text(error_json(&FrameError::new("internal", "try again"))))
+                .await;
+            None
+        }
+    }
+}
+
+async fn next_text(socket: &mut WebSocket) -> Option<String> {
+    while let Some(Ok(message)) = socket.recv().await {
+        match message {
+            WsMessage::Text(t) => return Some(t.to_string()),
+            WsMessage::Close(_) => return None,
+            _ => continue,
+        }
+    }
+    None
+}
+
+async fn refuse(socket: &mut WebSocket, error: FrameError) {
+    let _ = socket.send(text(error_json(&error))).await;
+    let close = CloseFrame {
+        code: CLOSE_POLICY,
+        reason: Utf8Bytes::from_static("policy violation"),
+    };
+    let _ = socket.send(WsMessage::Close(Some(close))).await;
+}
+
+fn text(s: impl Into<Utf8Bytes>) -> WsMessage {
+    WsMessage::Text(s.into())
+}
+
+/// The customer's frames: each is answered through `direct` (errors, pongs,
+/// the stored message) and stored messages also reach every other socket
+/// through the hub.
+async fn read_frames(
+    mut stream: SplitStream<WebSocket>,
+    direct: mpsc::Sender<Delivery>,
+    pool: PgPool,
+    conversation_id: Uuid,
+) {
+    while let Some(Ok(message)) = stream.next().await {
+        let frame = match message {
+            WsMessage::Text(t) => ClientFrame::parse(t.as_str()),
+            WsMessage::Binary(_) => Err(FrameError::new("invalid_frame", "frames must be text")),
+            WsMessage::Close(_) => break,
+            WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
+        };
+        let reply = match frame {
+            Err(e) => error_delivery(&e),
+            Ok(ClientFrame::Ping) => ephemeral(ServerFrame::Pong.to_json()),
+            Ok(ClientFrame::Hello { .. }) => error_delivery(&FrameError::new(
+                "already_authenticated",
+                "hello was already received",
+            )),
+            Ok(ClientFrame::Message { client_id, text }) => {
+                match receive_customer_message(&pool, conversation_id, &client_id, text.trim())
+                    .await
+                {
+                    Ok(Received::New(m)) => Delivery::Message {
+                        seq: m.seq,
+                        frame: ServerFrame::from(&m).to_json().into(),
+                    },
+                    // Sent even if this socket has shown it: it answers the retry.
+                    Ok(Received::Duplicate(m)) => ephemeral(ServerFrame::from(&m).to_json()),
+                    Err(e) => {
+                        tracing::error!(error = %e, "storing a customer message failed");
+                        error_delivery(&FrameError::new(
+                            "internal",
+                            "the message was not stored; send it again",
+                        ))
+                    }
+                }
+            }
+        };
+        if direct.send(reply).await.is_err() {
+            break;
+        }
+    }
+}
+
+fn ephemeral(frame: String) -> Delivery {
+    Delivery::Ephemeral(frame.into())
+}
+
+fn error_delivery(e: &FrameError) -> Delivery {
+    ephemeral(error_json(e))
+}
+
+/// The sending half. `last_seq` is the highest message seq this socket has
+/// sent; messages arrive in order, and any gap is filled from the database.
+struct Writer {
+    sink: SplitSink<WebSocket, WsMessage>,
+    pool: PgPool,
+    conversation_id: Uuid,
+    last_seq: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WriteError {
+    #[error("socket closed: {0}")]
+    Socket(#[from] axum::Error),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+impl Writer {
+    /// `welcome`, the messages after `after_seq`, then the assistant's state.
+    async fn welcome(&mut self, after_seq: Option<i64>) -> Result<(), WriteError> {
+        let last_seq = conversations::last_seq(&self.pool, self.conversation_id).await?;
+        // A client that claims more than exists has a stale view: give it all.
+        let after_seq = after_seq.filter(|&n| n <= last_seq).unwrap_or(0);
+        let welcome = ServerFrame::Welcome {
+            conversation_id: self.conversation_id,
+            last_seq,
+        };
+        self.send(welcome.to_json()).await?;
+        self.last_seq = after_seq;
+        self.catch_up().await?;
+        let thinking = turns::has_active(&self.pool, self.conversation_id).await?;
+        let assistant = if thinking {
+            AssistantStatus::Thinking
+        } else {
+            AssistantStatus::Idle
+        };
+        self.send(ServerFrame::Status { assistant }.to_json()).await
+    }
+
+    async fn run(
+        mut self,
+        mut subscription: Subscription,
+        mut direct: mpsc::Receiver<Delivery>,
+        shutdown: CancellationToken,
+    ) {
+        let result: Result<(), WriteError> = async {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.cancelled() => {
+                        let close = CloseFrame { code: CLOSE_GOING_AWAY, reason: Utf8Bytes::from_static("server restarting") };
+                        self.sink.send(WsMessage::Close(Some(close))).await?;
+                        return Ok(());
+                    }
+                    delivery = direct.recv() => match delivery {
+                        Some(d) => self.deliver(d).await?,
+                        None => return Ok(()),
+                    },
+                    delivery = subscription.receiver.recv() => match delivery {
+                        Ok(d) => self.deliver(d).await?,
+                        Err(RecvError::Lagged(_)) => self.catch_up().await?,
+                        Err(RecvError::Closed) => return Ok(()),
+                    },
+                }
+            }
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "socket writer stopped");
+        }
+    }
+
+    async fn deliver(&mut self, delivery: Delivery) -> Result<(), WriteError> {
+        match delivery {
+            Delivery::Message { seq, .. } if seq <= self.last_seq => Ok(()),
+            Delivery::Message { seq, frame } if seq == self.last_seq + 1 => {
+                self.send(frame).await?;
+                self.last_seq = seq;
+                Ok(())
+            }
+            Delivery::Message { .. } | Delivery::Resync => self.catch_up().await,
+            Delivery::Ephemeral(frame) => self.send(frame).await,
+        }
+    }
+
+    /// Sends every stored message after `last_seq`, in order.
+    async fn catch_up(&mut self) -> Result<(), WriteError> {
+        for m in
+            conversations::messages_after(&self.pool, self.conversation_id, self.last_seq).await?
+        {
+            self.send(ServerFrame::from(&m).to_json()).await?;
+            self.last_seq = m.seq;
+        }
+        Ok(())
+    }
+
+    async fn send(&mut self, frame: impl Into<Utf8Bytes>) -> Result<(), WriteError> {
+        Ok(self.sink.send(text(frame)).await?)
+    }
+}

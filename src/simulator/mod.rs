@@ -1,0 +1,602 @@
+//! An OpenAI simulator, like stripe-mock: it serves the part of the
+//! Conversations and Responses APIs Helpline uses, with objects in OpenAI's
+//! shape, runs background responses, and delivers Standard-Webhooks-signed
+//! `response.*` events to a configured URL.
+//!
+//! Helpline's production code talks to it over HTTP through async-openai,
+//! exactly as it talks to OpenAI. `helpline sim` runs it as its own process;
+//! demo mode and the tests run it in-process.
+//!
+//! Test hooks live under `/_sim/` (recorded requests, behaviour switches).
+
+mod replies;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::webhooks::signature::WebhookSecret;
+
+/// Knobs a test or an operator can turn, also at run time via `/_sim/behaviour`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Behaviour {
+    /// How long a background response takes to finish.
+    pub reply_delay_ms: u64,
+    /// Deliver the webhook before `POST /v1/responses` has answered (as
+    /// OpenAI may): the response finishes at once and the create call
+    /// answers only after the webhook was delivered.
+    pub webhook_before_create_returns: bool,
+    /// Attempts per webhook delivery (OpenAI retries for up to 72 hours;
+    /// the simulator compresses that to a few quick retries).
+    pub webhook_attempts: u32,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Self {
+            reply_delay_ms: 0,
+            webhook_before_create_returns: false,
+            webhook_attempts: 5,
+        }
+    }
+}
+
+/// One request the simulator received (for tests and `/_sim/requests`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    pub method: String,
+    pub path: String,
+    pub body: Value,
+}
+
+#[derive(Clone)]
+pub struct Simulator {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    state: Mutex<SimState>,
+    /// Ids of responses as they are created, for tests to await.
+    created: tokio::sync::broadcast::Sender<String>,
+    secret: WebhookSecret,
+    http: reqwest::Client,
+}
+
+#[derive(Default)]
+struct SimState {
+    webhook_url: Option<String>,
+    behaviour: Behaviour,
+    conversations: HashMap<String, Value>,
+    responses: HashMap<String, Value>,
+    requests: Vec<RecordedRequest>,
+}
+
+/// A simulator serving on a loopback port.
+pub struct SimHandle {
+    pub simulator: Simulator,
+    pub addr: SocketAddr,
+}
+
+impl SimHandle {
+    /// What to use as `OPENAI_BASE_URL`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+impl Simulator {
+    pub fn new(secret: WebhookSecret, webhook_url: Option<String>, behaviour: Behaviour) -> Self {
+        let state = SimState {
+            webhook_url,
+            behaviour,
+            ..Default::default()
+        };
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("reqwest client");
+        let created = tokio::sync::broadcast::channel(1024).0;
+        Self {
+            inner: Arc::new(Inner {
+                state: Mutex::new(state),
+                created,
+                secret,
+                http,
+            }),
+        }
+    }
+
+    /// Binds `addr` and serves until `shutdown` is cancelled.
+    pub async fn spawn(
+        self,
+        addr: SocketAddr,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<SimHandle> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let app = self.router();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!(error = %e, "simulator stopped");
+            }
+        });
+        Ok(SimHandle {
+            simulator: self,
+            addr,
+        })
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/conversations", post(create_conversation))
+            .route("/v1/responses", post(create_response))
+            .route("/v1/responses/{id}", get(retrieve_response))
+            .route("/v1/responses/{id}/cancel", post(cancel_response))
+            .route("/_sim/requests", get(list_requests))
+            .route("/_sim/behaviour", get(get_behaviour).put(put_behaviour))
+            .with_state(self.clone())
+    }
+
+    pub fn set_webhook_url(&self, url: impl Into<String>) {
+        self.lock().webhook_url = Some(url.into());
+    }
+
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        self.lock().behaviour = behaviour;
+    }
+
+    /// The ids of responses created from now on, in order.
+    pub fn watch_created(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.created.subscribe()
+    }
+
+    /// Every request received so far, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.lock().requests.clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SimState> {
+        self.inner.state.lock().expect("simulator state lock")
+    }
+
+    fn record(&self, method: &str, path: String, body: Value) {
+        self.lock().requests.push(RecordedRequest {
+            method: method.into(),
+            path,
+            body,
+        });
+    }
+
+    /// Finishes a background response (unless it was cancelled meanwhile)
+    /// and announces it.
+    async fn complete(&self, response_id: &str) {
+        let finished = {
+            let mut state = self.lock();
+            let SimState {
+                responses,
+                conversations,
+                ..
+            } = &mut *state;
+            let Some(response) = responses.get_mut(response_id) else {
+                return;
+            };
+            if response["status"] != "queued" && response["status"] != "in_progress" {
+                return;
+            }
+            let inputs = user_texts(&response["_input"]);
+            let text = replies::answer(&inputs);
+            let message = json!({
+                "type": "message",
+                "id": format!("msg_{}", random_hex(24)),
+                "status": "completed",
+                "role": "assistant",
+                "content": [{ "type": "output_text", "text": text, "annotations": [], "logprobs": [] }],
+            });
+            response["status"] = json!("completed");
+            response["completed_at"] = json!(now());
+            response["output"] = json!([message]);
+            let input_tokens = inputs
+                .iter()
+                .map(|t| t.split_whitespace().count())
+                .sum::<usize>() as u64;
+            let output_tokens = text.split_whitespace().count() as u64;
+            response["usage"] = json!({
+                "input_tokens": input_tokens,
+                "input_tokens_details": { "cached_tokens": 0 },
+                "output_tokens": output_tokens,
+                "output_tokens_details": { "reasoning_tokens": 0 },
+                "total_tokens": input_tokens + output_tokens,
+            });
+            if let Some(conversation_id) = response["conversation"]["id"].as_str() {
+                if let Some(conversation) = conversations.get_mut(conversation_id) {
+                    let items = conversation["_items"].as_array_mut().expect("items array");
+                    items.extend(response["_input"].as_array().cloned().unwrap_or_default());
+                    items.push(message);
+                }
+            }
+            true
+        };
+        if finished {
+            self.send_webhook("response.completed", response_id).await;
+        }
+    }
+
+    /// Delivers one signed event, retrying quickly on failure.
+    async fn send_webhook(&self, event_type: &str, response_id: &str) {
+        let (url, attempts) = {
+            let state = self.lock();
+            (
+                state.webhook_url.clone(),
+                state.behaviour.webhook_attempts.max(1),
+            )
+        };
+        let Some(url) = url else {
+            tracing::debug!(
+                event_type,
+                response_id,
+                "no webhook URL configured; event not sent"
+            );
+            return;
+        };
+        let webhook_id = format!("wh_{}", random_hex(16));
+        let body = json!({
+            "id": format!("evt_{}", random_hex(16)),
+            "object": "event",
+            "created_at": now(),
+            "type": event_type,
+            "data": { "id": response_id },
+        })
+        .to_string();
+        for attempt in 1..=attempts {
+            let timestamp = now().to_string();
+            let signature = self
+                .inner
+                .secret
+                .sign(&webhook_id, &timestamp, body.as_bytes());
+            let sent = self
+                .inner
+                .http
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("webhook-id", &webhook_id)
+                .header("webhook-timestamp", &timestamp)
+                .header("webhook-signature", signature)
+                .body(body.clone())
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => return,
+                Ok(r) => tracing::warn!(status = %r.status(), attempt, "webhook refused"),
+                Err(e) => tracing::warn!(error = %e, attempt, "webhook delivery failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt.min(10)))).await;
+        }
+    }
+}
+
+async fn create_conversation(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    body: Option<Json<Value>>,
+) -> Response {
+    let body = body.map(|Json(b)| b).unwrap_or_else(|| json!({}));
+    sim.record("POST", "/v1/conversations".into(), body.clone());
+    if let Err(e) = authorize(&headers) {
+        return e.into_response();
+    }
+    let metadata = body.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    if let Err(e) = check_metadata(&metadata) {
+        return e.into_response();
+    }
+    let id = format!("conv_{}", random_hex(24));
+    let conversation =
+        json!({ "id": id, "object": "conversation", "created_at": now(), "metadata": metadata });
+    let mut stored = conversation.clone();
+    stored["_items"] = body.get("items").cloned().unwrap_or_else(|| json!([]));
+    sim.lock().conversations.insert(id, stored);
+    Json(conversation).into_response()
+}
+
+async fn create_response(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    sim.record("POST", "/v1/responses".into(), body.clone());
+    if let Err(e) = authorize(&headers) {
+        return e.into_response();
+    }
+    let Some(model) = body["model"].as_str() else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "Missing required parameter: 'model'.",
+            Some("model"),
+        );
+    };
+    let conversation_id = match &body["conversation"] {
+        Value::Null => None,
+        Value::String(id) => Some(id.clone()),
+        Value::Object(o) => o.get("id").and_then(Value::as_str).map(str::to_owned),
+        _ => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "Invalid 'conversation'.",
+                Some("conversation"),
+            )
+        }
+    };
+    if conversation_id.is_some() && !body["previous_response_id"].is_null() {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "Mutually exclusive parameters: 'previous_response_id' and 'conversation'.",
+            Some("conversation"),
+        );
+    }
+    if let Some(id) = &conversation_id {
+        if !sim.lock().conversations.contains_key(id) {
+            return api_error(
+                StatusCode::NOT_FOUND,
+                &format!("Conversation with id '{id}' not found."),
+                Some("conversation"),
+            );
+        }
+    }
+    let metadata = body.get("metadata").cloned().unwrap_or_else(|| json!({}));
+    if let Err(e) = check_metadata(&metadata) {
+        return e.into_response();
+    }
+    let input = match &body["input"] {
+        Value::String(text) => json!([{ "type": "message", "role": "user", "content": text }]),
+        Value::Array(items) => Value::Array(items.clone()),
+        _ => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "Missing required parameter: 'input'.",
+                Some("input"),
+            )
+        }
+    };
+    let background = body["background"].as_bool().unwrap_or(false);
+    let id = format!("resp_{}", random_hex(24));
+    let mut response = json!({
+        "id": id,
+        "object": "response",
+        "created_at": now(),
+        "status": "queued",
+        "background": background,
+        "error": null,
+        "incomplete_details": null,
+        "instructions": body["instructions"],
+        "max_output_tokens": body["max_output_tokens"],
+        "model": model,
+        "output": [],
+        "parallel_tool_calls": true,
+        "previous_response_id": null,
+        "store": body["store"].as_bool().unwrap_or(true),
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "metadata": metadata,
+    });
+    if let Some(conversation_id) = conversation_id {
+        response["conversation"] = json!({ "id": conversation_id });
+    }
+    let mut stored = response.clone();
+    stored["_input"] = input;
+    let behaviour = {
+        let mut state = sim.lock();
+        state.responses.insert(id.clone(), stored);
+        state.behaviour.clone()
+    };
+    let _ = sim.inner.created.send(id.clone());
+
+    if !background || behaviour.webhook_before_create_returns {
+        // Finish now; in the early-webhook case the event is delivered
+        // before this call answers.
+        sim.complete(&id).await;
+        if !background {
+            return Json(public(&sim.lock().responses[&id])).into_response();
+        }
+        return Json(response).into_response();
+    }
+    let delay = Duration::from_millis(behaviour.reply_delay_ms);
+    let (task_sim, task_id) = (sim.clone(), id.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        task_sim.complete(&task_id).await;
+    });
+    Json(response).into_response()
+}
+
+async fn retrieve_response(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    sim.record("GET", format!("/v1/responses/{id}"), Value::Null);
+    if let Err(e) = authorize(&headers) {
+        return e.into_response();
+    }
+    match sim.lock().responses.get(&id) {
+        Some(response) => Json(public(response)).into_response(),
+        None => api_error(
+            StatusCode::NOT_FOUND,
+            &format!("Response with id '{id}' not found."),
+            None,
+        ),
+    }
+}
+
+async fn cancel_response(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    sim.record("POST", format!("/v1/responses/{id}/cancel"), Value::Null);
+    if let Err(e) = authorize(&headers) {
+        return e.into_response();
+    }
+    let (answer, cancelled) = {
+        let mut state = sim.lock();
+        let Some(response) = state.responses.get_mut(&id) else {
+            return api_error(
+                StatusCode::NOT_FOUND,
+                &format!("Response with id '{id}' not found."),
+                None,
+            );
+        };
+        if response["background"] != true {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "Only background responses can be cancelled.",
+                None,
+            );
+        }
+        let running = response["status"] == "queued" || response["status"] == "in_progress";
+        if running {
+            response["status"] = json!("cancelled");
+        }
+        (public(response), running)
+    };
+    if cancelled {
+        let sim = sim.clone();
+        tokio::spawn(async move { sim.send_webhook("response.cancelled", &id).await });
+    }
+    Json(answer).into_response()
+}
+
+async fn list_requests(State(sim): State<Simulator>) -> Json<Vec<RecordedRequest>> {
+    Json(sim.requests())
+}
+
+async fn get_behaviour(State(sim): State<Simulator>) -> Json<Behaviour> {
+    Json(sim.lock().behaviour.clone())
+}
+
+async fn put_behaviour(
+    State(sim): State<Simulator>,
+    Json(behaviour): Json<Behaviour>,
+) -> Json<Behaviour> {
+    sim.set_behaviour(behaviour.clone());
+    Json(behaviour)
+}
+
+/// The object as the API shows it: without the simulator's private fields.
+fn public(stored: &Value) -> Value {
+    let mut shown = stored.clone();
+    if let Some(object) = shown.as_object_mut() {
+        object.retain(|k, _| !k.starts_with('_'));
+    }
+    shown
+}
+
+/// The text of every user message in a response's input.
+fn user_texts(input: &Value) -> Vec<String> {
+    let items = input.as_array().cloned().unwrap_or_default();
+    items
+        .iter()
+        .filter(|item| item["role"] == "user")
+        .filter_map(|item| match &item["content"] {
+            Value::String(text) => Some(text.clone()),
+            Value::Array(parts) => Some(
+                parts
+                    .iter()
+                    .filter_map(|p| p["text"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(""),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+fn authorize(headers: &HeaderMap) -> Result<(), ApiFailure> {
+    let key = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|k| !k.trim().is_empty());
+    match key {
+        Some(_) => Ok(()),
+        None => Err(failure(
+            StatusCode::UNAUTHORIZED,
+            "You didn't provide an API key. You need to provide your API key in an Authorization header using Bearer auth.",
+            None,
+        )),
+    }
+}
+
+fn check_metadata(metadata: &Value) -> Result<(), ApiFailure> {
+    let Some(pairs) = metadata.as_object() else {
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            "Invalid 'metadata': expected an object.",
+            Some("metadata"),
+        ));
+    };
+    let too_long = pairs
+        .iter()
+        .any(|(k, v)| k.chars().count() > 64 || v.as_str().is_none_or(|v| v.chars().count() > 512));
+    if pairs.len() > 16 || too_long {
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            "Invalid 'metadata': at most 16 pairs, keys up to 64 characters, string values up to 512.",
+            Some("metadata"),
+        ));
+    }
+    Ok(())
+}
+
+/// An error as OpenAI reports it.
+struct ApiFailure {
+    status: StatusCode,
+    message: String,
+    param: Option<&'static str>,
+}
+
+impl IntoResponse for ApiFailure {
+    fn into_response(self) -> Response {
+        let error = json!({ "message": self.message, "type": "invalid_request_error", "param": self.param, "code": null });
+        (self.status, Json(json!({ "error": error }))).into_response()
+    }
+}
+
+fn api_error(status: StatusCode, message: &str, param: Option<&'static str>) -> Response {
+    failure(status, message, param).into_response()
+}
+
+fn failure(status: StatusCode, message: &str, param: Option<&'static str>) -> ApiFailure {
+    ApiFailure {
+        status,
+        message: message.to_owned(),
+        param,
+    }
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}

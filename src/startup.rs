@@ -1,0 +1,200 @@
+//! Wiring: database (given or private), AI (OpenAI or the built-in
+//! simulator), the HTTP app, the notification listener and the workers.
+
+use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use axum::Router;
+use tokio::{net::TcpListener, sync::Notify};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tower_http::{services::ServeDir, trace::TraceLayer};
+
+use crate::{
+    ai::AiClient,
+    chat,
+    config::Config,
+    hub::{self, Hub},
+    simulator::{Behaviour, Simulator},
+    state::AppState,
+    storage::{self, private_pg::PrivatePostgres},
+    webhooks::{self, signature::WebhookSecret},
+    worker,
+};
+
+/// How long shutdown waits for sockets and in-flight jobs.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The HTTP routes. Kept apart from `Application` so the shape is easy to see.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(chat::router())
+        .merge(webhooks::router())
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .fallback_service(ServeDir::new(static_dir()))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// `static/` next to the sources, or `HELPLINE_STATIC_DIR`.
+fn static_dir() -> PathBuf {
+    std::env::var_os("HELPLINE_STATIC_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")))
+}
+
+/// Where the database came from, for the start-up report.
+#[derive(Debug)]
+pub enum DatabaseSource {
+    Url,
+    Private { data_dir: PathBuf, port: u16 },
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    work: Arc<Notify>,
+    private_pg: Option<PrivatePostgres>,
+    pub addr: SocketAddr,
+    pub webhook_url: String,
+    pub database: DatabaseSource,
+    /// True when the built-in simulator stands in for OpenAI.
+    pub demo_mode: bool,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {} (HELPLINE_BIND)", config.bind))?;
+        let addr = listener.local_addr()?;
+        let webhook_url = format!("{}/api/webhooks/openai", config.public_url(addr));
+        let shutdown = CancellationToken::new();
+
+        let (database_url, private_pg) = match &config.database.url {
+            Some(url) => (url.expose().to_owned(), None),
+            None => {
+                let dir = config.database.data_dir.clone();
+                let pg = tokio::task::spawn_blocking(move || PrivatePostgres::ensure_running(&dir))
+                    .await??;
+                storage::ensure_database(&pg.url("postgres"), "helpline").await?;
+                (pg.url("helpline"), Some(pg))
+            }
+        };
+        let database = match &private_pg {
+            Some(pg) => DatabaseSource::Private {
+                data_dir: pg.data_dir.clone(),
+                port: pg.port,
+            },
+            None => DatabaseSource::Url,
+        };
+        let pool = storage::connect(&database_url, config.database.max_connections)
+            .await
+            .context("cannot connect to PostgreSQL")?;
+        storage::migrate(&pool)
+            .await
+            .context("database migrations failed")?;
+
+        let (ai, webhook_secrets) = match &config.openai {
+            Some(openai) => (
+                AiClient::new(&openai.base_url, openai.api_key.expose(), config.ai.clone()),
+                openai.webhook_secrets.clone(),
+            ),
+            None => {
+                // Demo mode: a simulator on a private port, sharing a fresh secret.
+                let (_, secret) = WebhookSecret::generate();
+                let behaviour = Behaviour {
+                    reply_delay_ms: config.demo_reply_delay.as_millis() as u64,
+                    ..Behaviour::default()
+                };
+                let simulator =
+                    Simulator::new(secret.clone(), Some(webhook_url.clone()), behaviour);
+                let sim = simulator
+                    .spawn(([127, 0, 0, 1], 0).into(), shutdown.clone())
+                    .await?;
+                (
+                    AiClient::new(&sim.base_url(), "sk-helpline-demo", config.ai.clone()),
+                    vec![secret],
+                )
+            }
+        };
+
+        let demo_mode = config.openai.is_none();
+        let state = AppState {
+            pool,
+            config: Arc::new(config),
+            hub: Hub::default(),
+            ai,
+            webhook_secrets: Arc::new(webhook_secrets),
+            shutdown,
+            tasks: TaskTracker::new(),
+        };
+        Ok(Self {
+            listener,
+            state,
+            work: Arc::new(Notify::new()),
+            private_pg,
+            addr,
+            webhook_url,
+            database,
+            demo_mode,
+        })
+    }
+
+    /// Cancelling it stops the instance as a signal would.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    pub fn pool(&self) -> sqlx::PgPool {
+        self.state.pool.clone()
+    }
+
+    /// Serves until `signal` resolves (or the shutdown token is cancelled),
+    /// then drains: sockets are closed with 1001, workers finish their job.
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            work,
+            private_pg,
+            ..
+        } = self;
+        let shutdown = state.shutdown.clone();
+        let tasks = state.tasks.clone();
+
+        tasks.spawn(hub::listen(
+            state.pool.clone(),
+            state.hub.clone(),
+            work.clone(),
+            shutdown.clone(),
+        ));
+        worker::spawn(&state, work);
+
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = signal => stop.cancel(),
+                _ = stop.cancelled() => {}
+            }
+        });
+        let served = axum::serve(listener, app(state))
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await;
+
+        shutdown.cancel();
+        tasks.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some sockets or jobs did not finish within {DRAIN_TIMEOUT:?}");
+        }
+        if let Some(pg) = private_pg {
+            tokio::task::spawn_blocking(move || pg.stop()).await?;
+        }
+        served.context("HTTP server failed")
+    }
+}

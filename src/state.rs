@@ -1,0 +1,24 @@
+//! The state every handler and background task shares.
+
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{ai::AiClient, config::Config, hub::Hub, webhooks::signature::WebhookSecret};
+
+/// Cheap to clone: everything inside is reference counted.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub config: Arc<Config>,
+    pub hub: Hub,
+    pub ai: AiClient,
+    /// The secrets webhooks may be signed with (generated in demo mode).
+    pub webhook_secrets: Arc<Vec<WebhookSecret>>,
+    /// Cancelled when the instance shuts down: sockets close with 1001,
+    /// workers stop claiming.
+    pub shutdown: CancellationToken,
+    /// Sockets and workers, so that shutdown can wait for them.
+    pub tasks: TaskTracker,
+}

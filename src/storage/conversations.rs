@@ -1,0 +1,217 @@
+//! Visitors, their conversations, and the numbered messages in them.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Customer,
+    Assistant,
+    Agent,
+    System,
+}
+
+/// A stored message. `seq` numbers the messages of one conversation 1, 2, 3…
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Message {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub seq: i64,
+    pub role: Role,
+    pub body: String,
+    pub client_id: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What to append to a conversation.
+pub struct NewMessage<'a> {
+    pub conversation_id: Uuid,
+    pub role: Role,
+    pub body: &'a str,
+    pub client_id: Option<&'a str>,
+    pub openai_item_id: Option<&'a str>,
+    pub turn_id: Option<Uuid>,
+}
+
+const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, body, client_id, created_at";
+
+pub async fn create_visitor(pool: &PgPool, token_hash: &[u8]) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query("INSERT INTO visitors (id, token_hash) VALUES ($1, $2)")
+        .bind(id)
+        .bind(token_hash)
+        .execute(pool)
+        .await?;
+    Ok(id)
+}
+
+pub async fn find_visitor(pool: &PgPool, token_hash: &[u8]) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM visitors WHERE token_hash = $1")
+        .bind(token_hash)
+        .fetch_optional(pool)
+        .await
+}
+
+/// The visitor's open conversation, created on first use.
+pub async fn open_conversation(pool: &PgPool, visitor_id: Uuid) -> Result<Uuid, sqlx::Error> {
+    // Insert-or-read in one statement; the partial unique index settles races.
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO conversations (id, visitor_id) VALUES ($1, $2)
+         ON CONFLICT (visitor_id) WHERE status = 'open' DO NOTHING
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(visitor_id)
+    .fetch_optional(pool)
+    .await?;
+    match inserted {
+        Some(id) => Ok(id),
+        None => {
+            sqlx::query_scalar(
+                "SELECT id FROM conversations WHERE visitor_id = $1 AND status = 'open'",
+            )
+            .bind(visitor_id)
+            .fetch_one(pool)
+            .await
+        }
+    }
+}
+
+pub async fn last_seq(pool: &PgPool, conversation_id: Uuid) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("SELECT last_seq FROM conversations WHERE id = $1")
+        .bind(conversation_id)
+        .fetch_one(pool)
+        .await
+}
+
+/// Takes the conversation's row lock for the rest of the transaction. Every
+/// writer of a conversation takes it first, which orders seqs and turns.
+pub async fn lock(conn: &mut PgConnection, conversation_id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
+        .bind(conversation_id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Appends a message with the next seq, in one statement. Returns `None`
+/// when a unique key (client_id, OpenAI item id) says it is already stored;
+/// the caller must then roll back, since the seq was taken.
+pub async fn append(
+    conn: &mut PgConnection,
+    m: NewMessage<'_>,
+) -> Result<Option<Message>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "WITH next AS (
+             UPDATE conversations SET last_seq = last_seq + 1, updated_at = now()
+             WHERE id = $2 RETURNING last_seq
+         )
+         INSERT INTO messages (id, conversation_id, seq, role, body, client_id, openai_item_id, turn_id)
+         SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7 FROM next
+         ON CONFLICT DO NOTHING
+         RETURNING {MESSAGE_COLUMNS}"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(m.conversation_id)
+    .bind(m.role)
+    .bind(m.body)
+    .bind(m.client_id)
+    .bind(m.openai_item_id)
+    .bind(m.turn_id)
+    .fetch_optional(conn)
+    .await
+}
+
+pub async fn find_by_client_id(
+    pool: &PgPool,
+    conversation_id: Uuid,
+    client_id: &str,
+) -> Result<Option<Message>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND client_id = $2"
+    ))
+    .bind(conversation_id)
+    .bind(client_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Messages after `after_seq`, in order.
+pub async fn messages_after(
+    pool: &PgPool,
+    conversation_id: Uuid,
+    after_seq: i64,
+) -> Result<Vec<Message>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE conversation_id = $1 AND seq > $2 ORDER BY seq"
+    ))
+    .bind(conversation_id)
+    .bind(after_seq)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn message_at(
+    pool: &PgPool,
+    conversation_id: Uuid,
+    seq: i64,
+) -> Result<Option<Message>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2"
+    ))
+    .bind(conversation_id)
+    .bind(seq)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Customer messages with seq in `first..=last`, the input of one AI turn.
+pub async fn customer_texts(
+    pool: &PgPool,
+    conversation_id: Uuid,
+    first: i64,
+    last: i64,
+) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT body FROM messages
+         WHERE conversation_id = $1 AND role = 'customer' AND seq BETWEEN $2 AND $3
+         ORDER BY seq",
+    )
+    .bind(conversation_id)
+    .bind(first)
+    .bind(last)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn openai_conversation_id(
+    pool: &PgPool,
+    conversation_id: Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT openai_conversation_id FROM conversations WHERE id = $1")
+        .bind(conversation_id)
+        .fetch_one(pool)
+        .await
+}
+
+/// Records the OpenAI Conversation unless one is recorded already; returns
+/// the one that counts.
+pub async fn set_openai_conversation_id(
+    pool: &PgPool,
+    conversation_id: Uuid,
+    openai_id: &str,
+) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar(
+        "UPDATE conversations SET openai_conversation_id = COALESCE(openai_conversation_id, $2)
+         WHERE id = $1 RETURNING openai_conversation_id",
+    )
+    .bind(conversation_id)
+    .bind(openai_id)
+    .fetch_one(pool)
+    .await
+}

@@ -1,0 +1,57 @@
+//! PostgreSQL: the pool, the embedded migrations, the private cluster used
+//! when no `DATABASE_URL` is given, and the queries of every table.
+//!
+//! Queries are plain `sqlx::query`/`query_as` (no compile-time database);
+//! the integration tests run every one of them against a real PostgreSQL.
+
+pub mod conversations;
+pub mod inbox;
+pub mod private_pg;
+pub mod turns;
+
+use std::time::Duration;
+
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    PgPool,
+};
+
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options.application_name("helpline"))
+        .await
+}
+
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    sqlx::migrate!("./migrations").run(pool).await
+}
+
+/// Creates `name` on the server behind `admin_url` unless it exists.
+pub async fn ensure_database(admin_url: &str, name: &str) -> Result<(), sqlx::Error> {
+    let admin = connect(admin_url, 1).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&admin)
+            .await?;
+    if !exists {
+        let created = sqlx::query(&format!(r#"CREATE DATABASE "{}""#, name.replace('"', "")))
+            .execute(&admin)
+            .await;
+        // Another process may have created it in the meantime.
+        if let Err(e) = created {
+            let duplicate = e
+                .as_database_error()
+                .and_then(|d| d.code())
+                .is_some_and(|c| c == "42P04");
+            if !duplicate {
+                return Err(e);
+            }
+        }
+    }
+    admin.close().await;
+    Ok(())
+}

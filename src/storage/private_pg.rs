@@ -1,0 +1,278 @@
+//! A private PostgreSQL cluster in a local data directory, so that Helpline
+//! (and its tests) run on a fresh machine with no configuration at all.
+//!
+//! The cluster is created once with `initdb` (trust authentication, TCP on
+//! 127.0.0.1 only, no Unix socket) and started with `pg_ctl` on a free port.
+//! If it is already running (another Helpline process, a test binary) it is
+//! reused. PostgreSQL refuses to run as root, so when we are root its
+//! programs run as the `postgres` user (or `nobody`) and the directory is
+//! handed to that user.
+
+use std::{
+    ffi::CString,
+    fs::{self, File},
+    net::TcpListener,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PrivatePgError {
+    #[error(
+        "no DATABASE_URL is set and no PostgreSQL server programs (initdb, pg_ctl) were found on PATH \
+         or under /usr/lib/postgresql/*/bin: install PostgreSQL (e.g. `apt-get install postgresql`) \
+         or set DATABASE_URL=postgres://user:password@host:5432/helpline"
+    )]
+    NoBinaries,
+    #[error(
+        "PostgreSQL refuses to run as root, so it runs as uid {uid}, which cannot enter {dir}: \
+         set HELPLINE_DATA_DIR to a directory that user can reach (e.g. under /var/lib or /tmp)"
+    )]
+    Unreachable { uid: u32, dir: String },
+    #[error("{0}")]
+    Io(String),
+    #[error("{step} failed ({status}); see {log}")]
+    Command {
+        step: &'static str,
+        status: String,
+        log: String,
+    },
+}
+
+/// A running private cluster.
+#[derive(Debug)]
+pub struct PrivatePostgres {
+    pub data_dir: PathBuf,
+    pub port: u16,
+    bin_dir: PathBuf,
+    run_as: Option<(u32, u32)>,
+    /// Whether this process started it (and so should stop it).
+    pub started_here: bool,
+}
+
+impl PrivatePostgres {
+    /// Creates the cluster under `dir` if needed and makes sure it runs.
+    /// Blocking: call it from `spawn_blocking` inside a runtime.
+    pub fn ensure_running(dir: &Path) -> Result<Self, PrivatePgError> {
+        let bin_dir = find_bin_dir().ok_or(PrivatePgError::NoBinaries)?;
+        fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        let dir = dir.canonicalize().map_err(|e| io_err(dir, e))?;
+        let run_as = unprivileged_user();
+        if let Some((uid, _)) = run_as {
+            if !reachable_by_others(&dir) {
+                return Err(PrivatePgError::Unreachable { uid, dir: dir.display().to_string() });
+            }
+        }
+
+        // Several processes may start at once (test binaries, instances):
+        // one at a time creates or starts the cluster.
+        let lock = File::create(dir.join("cluster.lock")).map_err(|e| io_err(&dir, e))?;
+        lock.lock().map_err(|e| io_err(&dir, e))?;
+
+        let data_dir = dir.join("pgdata");
+        let log = dir.join("postgres.log");
+        if let Some((uid, gid)) = run_as {
+            chown(&dir, uid, gid)?;
+            if log.exists() {
+                chown(&log, uid, gid)?;
+            }
+        }
+        let mut pg = Self {
+            data_dir,
+            port: 0,
+            bin_dir,
+            run_as,
+            started_here: false,
+        };
+
+        if !pg.data_dir.join("PG_VERSION").exists() {
+            pg.run(
+                "initdb",
+                Command::new(pg.bin("initdb"))
+                    .arg("-D")
+                    .arg(&pg.data_dir)
+                    .args([
+                        "-U",
+                        "postgres",
+                        "--auth=trust",
+                        "-E",
+                        "UTF8",
+                        "--no-instructions",
+                    ]),
+                &log,
+            )?;
+        }
+
+        if let Some(port) = pg.running_port() {
+            pg.port = port;
+            return Ok(pg);
+        }
+
+        pg.port = free_port().map_err(|e| io_err(&dir, e))?;
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300",
+            pg.port
+        );
+        pg.run(
+            "pg_ctl start",
+            Command::new(pg.bin("pg_ctl"))
+                .arg("start")
+                .args(["-w", "-t", "60", "-D"])
+                .arg(&pg.data_dir)
+                .arg("-l")
+                .arg(&log)
+                .args(["-o", &options]),
+            &log,
+        )?;
+        pg.started_here = true;
+        Ok(pg)
+    }
+
+    /// A URL for the cluster's `postgres` database, or for `database`.
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Stops the cluster if this process started it.
+    pub fn stop(&self) {
+        if self.started_here {
+            let log = self.data_dir.with_file_name("postgres.log");
+            let _ = self.run(
+                "pg_ctl stop",
+                Command::new(self.bin("pg_ctl"))
+                    .arg("stop")
+                    .args(["-m", "fast", "-D"])
+                    .arg(&self.data_dir),
+                &log,
+            );
+        }
+    }
+
+    /// The port of a postmaster already serving this data directory.
+    fn running_port(&self) -> Option<u16> {
+        let status = self
+            .command(
+                Command::new(self.bin("pg_ctl"))
+                    .arg("status")
+                    .arg("-D")
+                    .arg(&self.data_dir),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .ok()?;
+        if !status.success() {
+            return None;
+        }
+        // postmaster.pid: line 4 is the port.
+        let pid_file = fs::read_to_string(self.data_dir.join("postmaster.pid")).ok()?;
+        pid_file.lines().nth(3)?.trim().parse().ok()
+    }
+
+    fn bin(&self, name: &str) -> PathBuf {
+        self.bin_dir.join(name)
+    }
+
+    fn command<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        if let Some((uid, gid)) = self.run_as {
+            cmd.uid(uid).gid(gid);
+        }
+        cmd.current_dir(self.data_dir.parent().unwrap_or(Path::new("/")))
+    }
+
+    fn run(&self, step: &'static str, cmd: &mut Command, log: &Path) -> Result<(), PrivatePgError> {
+        let output = self
+            .command(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| PrivatePgError::Io(format!("{step}: {e}")))?;
+        if output.status.success() {
+            return Ok(());
+        }
+        let mut detail = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        if detail.is_empty() {
+            detail = output.status.to_string();
+        }
+        Err(PrivatePgError::Command {
+            step,
+            status: detail,
+            log: log.display().to_string(),
+        })
+    }
+}
+
+/// `pg_ctl` and `initdb` on PATH, else the newest /usr/lib/postgresql/*/bin.
+fn find_bin_dir() -> Option<PathBuf> {
+    let has_all = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    };
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            if has_all(&dir) {
+                // Follow symlinks (Debian links /usr/local/bin/initdb into
+                // /usr/lib/postgresql/N/bin) so sibling programs are found.
+                let real = dir.join("pg_ctl").canonicalize().ok()?;
+                return real.parent().map(Path::to_path_buf);
+            }
+        }
+    }
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let version = e.file_name().to_str()?.parse().ok()?;
+            Some((version, e.path().join("bin")))
+        })
+        .filter(|(_, dir)| has_all(dir))
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, dir)| dir)
+}
+
+/// Whether a user other than the owner can enter `dir` (every ancestor
+/// searchable by others).
+pub fn reachable_by_others(dir: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.ancestors()
+        .skip(1)
+        .all(|a| fs::metadata(a).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
+}
+
+/// Whether `ensure_running` will have to run PostgreSQL as another user.
+pub fn runs_as_other_user() -> bool {
+    unprivileged_user().is_some()
+}
+
+/// PostgreSQL will not run as root: pick the `postgres` user, else `nobody`.
+fn unprivileged_user() -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None;
+    }
+    ["postgres", "nobody"].iter().find_map(|name| {
+        let name = CString::new(*name).ok()?;
+        // SAFETY: getpwnam returns null or a pointer to a static record we
+        // copy out of immediately.
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        if pw.is_null() {
+            return None;
+        }
+        let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
+        Some((uid, gid))
+    })
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), PrivatePgError> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| io_err(path, e))
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn io_err(path: &Path, e: std::io::Error) -> PrivatePgError {
+    PrivatePgError::Io(format!("{}: {e}", path.display()))
+}

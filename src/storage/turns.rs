@@ -1,0 +1,186 @@
+//! AI turns: one background Response each, at most one active per
+//! conversation. A `pending` turn is also the job that starts it.
+
+use std::time::Duration;
+
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum TurnStatus {
+    Pending,
+    InFlight,
+    Completed,
+    Failed,
+    Cancelled,
+    Incomplete,
+}
+
+impl TurnStatus {
+    pub fn is_finished(self) -> bool {
+        !matches!(self, Self::Pending | Self::InFlight)
+    }
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Turn {
+    pub id: Uuid,
+    pub conversation_id: Uuid,
+    pub status: TurnStatus,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub response_id: Option<String>,
+    pub attempts: i32,
+}
+
+const TURN_COLUMNS: &str =
+    "id, conversation_id, status, first_seq, last_seq, response_id, attempts";
+
+/// Starts a turn for the customer messages no turn has taken yet, unless one
+/// is active. Call with the conversation locked. Returns whether it did.
+pub async fn schedule(conn: &mut PgConnection, conversation_id: Uuid) -> Result<bool, sqlx::Error> {
+    let scheduled: Option<i64> = sqlx::query_scalar(
+        "WITH waiting AS (
+             SELECT c.ai_cursor, max(m.seq) AS last
+             FROM conversations c
+             JOIN messages m ON m.conversation_id = c.id AND m.role = 'customer' AND m.seq > c.ai_cursor
+             WHERE c.id = $1
+             GROUP BY c.ai_cursor
+         ), created AS (
+             INSERT INTO turns (id, conversation_id, first_seq, last_seq)
+             SELECT $2, $1, waiting.ai_cursor + 1, waiting.last FROM waiting
+             WHERE NOT EXISTS (
+                 SELECT 1 FROM turns WHERE conversation_id = $1 AND status IN ('pending', 'in_flight')
+             )
+             RETURNING last_seq
+         )
+         UPDATE conversations SET ai_cursor = created.last_seq FROM created
+         WHERE conversations.id = $1 RETURNING ai_cursor",
+    )
+    .bind(conversation_id)
+    .bind(Uuid::now_v7())
+    .fetch_optional(conn)
+    .await?;
+    Ok(scheduled.is_some())
+}
+
+pub async fn has_active(pool: &PgPool, conversation_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM turns WHERE conversation_id = $1 AND status IN ('pending', 'in_flight'))",
+    )
+    .bind(conversation_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// Claims one due pending turn for `lease`; no other worker sees it meanwhile.
+pub async fn claim_pending(pool: &PgPool, lease: Duration) -> Result<Option<Turn>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE turns SET claimed_until = now() + make_interval(secs => $1), attempts = attempts + 1
+         WHERE id = (
+             SELECT id FROM turns
+             WHERE status = 'pending' AND next_attempt_at <= now()
+               AND (claimed_until IS NULL OR claimed_until < now())
+             ORDER BY next_attempt_at
+             FOR UPDATE SKIP LOCKED
+             LIMIT 1
+         )
+         RETURNING {TURN_COLUMNS}"
+    ))
+    .bind(lease.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+}
+
+/// OpenAI accepted the turn's response. If a webhook already finished the
+/// turn (it can overtake the create call), only the id is filled in.
+pub async fn mark_in_flight(
+    pool: &PgPool,
+    turn_id: Uuid,
+    response_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE turns SET
+             response_id = COALESCE(response_id, $2),
+             status = CASE WHEN status = 'pending' THEN 'in_flight' ELSE status END,
+             started_at = COALESCE(started_at, now()),
+             claimed_until = NULL
+         WHERE id = $1",
+    )
+    .bind(turn_id)
+    .bind(response_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Starting the turn failed; try again after `delay`.
+pub async fn retry_later(
+    pool: &PgPool,
+    turn_id: Uuid,
+    delay: Duration,
+    error: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE turns SET claimed_until = NULL, last_error = $3,
+             next_attempt_at = now() + make_interval(secs => $2)
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(turn_id)
+    .bind(delay.as_secs_f64())
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn find(pool: &PgPool, turn_id: Uuid) -> Result<Option<Turn>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {TURN_COLUMNS} FROM turns WHERE id = $1"))
+        .bind(turn_id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn find_by_response(
+    pool: &PgPool,
+    response_id: &str,
+) -> Result<Option<Turn>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {TURN_COLUMNS} FROM turns WHERE response_id = $1"
+    ))
+    .bind(response_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Reads the turn under its row lock, inside the finishing transaction.
+pub async fn lock(conn: &mut PgConnection, turn_id: Uuid) -> Result<Turn, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {TURN_COLUMNS} FROM turns WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(turn_id)
+    .fetch_one(conn)
+    .await
+}
+
+pub async fn finish(
+    conn: &mut PgConnection,
+    turn_id: Uuid,
+    status: TurnStatus,
+    response_id: Option<&str>,
+    error: Option<&str>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE turns SET status = $2, response_id = COALESCE(response_id, $3), last_error = $4,
+             finished_at = now(), claimed_until = NULL
+         WHERE id = $1",
+    )
+    .bind(turn_id)
+    .bind(status)
+    .bind(response_id)
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! `POST /api/webhooks/openai`: verify, record once, answer 200 at once.
+//! The recorded event is the worker's queue; nothing else happens here.
+
+pub mod signature;
+
+use axum::{
+    body::Bytes,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::post,
+    Json, Router,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::{state::AppState, storage::inbox};
+use signature::VerifyError;
+
+/// OpenAI's event bodies are thin (ids only); anything bigger is refused.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The event types the worker acts on; every other type is recorded and ignored.
+pub const HANDLED_EVENTS: [&str; 4] = [
+    "response.completed",
+    "response.failed",
+    "response.cancelled",
+    "response.incomplete",
+];
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api/webhooks/openai", post(receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+}
+
+/// The part of an event envelope we read before storing it.
+#[derive(Deserialize)]
+struct Envelope {
+    id: Option<String>,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(Serialize)]
+struct Receipt {
+    received: bool,
+    duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WebhookError {
+    #[error(transparent)]
+    Signature(#[from] VerifyError),
+    #[error("body is not a JSON event object with a string \"type\": {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let (status, code) = match &self {
+            Self::Signature(e) => (StatusCode::BAD_REQUEST, e.code()),
+            Self::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_event"),
+            // 5xx makes OpenAI deliver again later: nothing is lost.
+            Self::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+        };
+        match &self {
+            Self::Database(e) => tracing::error!(error = %e, "webhook not recorded"),
+            other => tracing::warn!(reason = %other, "webhook rejected"),
+        }
+        (
+            status,
+            Json(json!({ "error": { "code": code, "message": self.to_string() } })),
+        )
+            .into_response()
+    }
+}
+
+async fn receive(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Receipt>, WebhookError> {
+    let secrets = &state.webhook_secrets;
+    let verified = signature::verify(secrets, &headers, &body, chrono::Utc::now().timestamp())?;
+
+    let payload: serde_json::Value =
+        serde_json::from_slice(&body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
+    let envelope =
+        Envelope::deserialize(&payload).map_err(|e| WebhookError::Malformed(e.to_string()))?;
+    let handled = HANDLED_EVENTS.contains(&envelope.kind.as_str());
+
+    let inserted = inbox::record(
+        &state.pool,
+        &verified.webhook_id,
+        envelope.id.as_deref(),
+        &envelope.kind,
+        &payload,
+        handled,
+    )
+    .await?;
+    tracing::info!(webhook_id = %verified.webhook_id, event_type = %envelope.kind, duplicate = !inserted, "webhook recorded");
+    Ok(Json(Receipt {
+        received: true,
+        duplicate: !inserted,
+    }))
+}

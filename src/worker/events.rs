@@ -1,0 +1,93 @@
+//! Processing a recorded webhook event: fetch the response it names and
+//! finish the turn it belongs to. Safe to run any number of times.
+
+use std::time::Duration;
+
+use super::{
+    backoff,
+    turns::{finish_turn, TurnEnd},
+};
+use crate::{
+    ai::{AiError, Outcome},
+    state::AppState,
+    storage::{
+        inbox,
+        inbox::Event,
+        turns::{self, TurnStatus},
+    },
+};
+
+/// After this many failed attempts an event is parked as dead.
+const MAX_ATTEMPTS: i32 = 12;
+
+#[derive(Debug, thiserror::Error)]
+enum ProcessError {
+    #[error(transparent)]
+    Ai(#[from] AiError),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error("response {0} is still running")]
+    StillRunning(String),
+    #[error("event has no data.id")]
+    NoResponseId,
+}
+
+#[tracing::instrument(skip_all, fields(webhook_id = %event.webhook_id, event_type = %event.event_type))]
+pub(super) async fn process(state: &AppState, event: Event) {
+    let result = handle(state, &event).await;
+    let outcome = match result {
+        Ok(()) => inbox::mark_processed(&state.pool, &event.webhook_id).await,
+        Err(e) => {
+            let permanent = matches!(e, ProcessError::NoResponseId);
+            let delay = (!permanent && event.attempts < MAX_ATTEMPTS).then(|| {
+                backoff(
+                    event.attempts,
+                    Duration::from_secs(1),
+                    Duration::from_secs(3600),
+                )
+            });
+            tracing::warn!(error = %e, attempts = event.attempts, retry_in = ?delay, "event processing failed");
+            inbox::retry_later(&state.pool, &event.webhook_id, delay, &e.to_string()).await
+        }
+    };
+    if let Err(e) = outcome {
+        // The lease runs out and another worker retries it.
+        tracing::error!(error = %e, "could not record the event's outcome");
+    }
+}
+
+async fn handle(state: &AppState, event: &Event) -> Result<(), ProcessError> {
+    let response_id = event.payload.0["data"]["id"]
+        .as_str()
+        .ok_or(ProcessError::NoResponseId)?;
+    // The event only names the response; its state is whatever OpenAI says
+    // now, which also makes late and reordered deliveries harmless.
+    let response = state.ai.fetch_response(response_id).await?;
+    if response.outcome == Outcome::Running {
+        return Err(ProcessError::StillRunning(response.id));
+    }
+    let turn_id = match response.turn_id {
+        Some(id) => Some(id),
+        None => turns::find_by_response(&state.pool, response_id)
+            .await?
+            .map(|t| t.id),
+    };
+    let Some(turn_id) = turn_id else {
+        tracing::info!(response_id, "response is not one of ours; ignored");
+        return Ok(());
+    };
+    let status = match response.outcome {
+        Outcome::Completed => TurnStatus::Completed,
+        Outcome::Failed => TurnStatus::Failed,
+        Outcome::Cancelled => TurnStatus::Cancelled,
+        Outcome::Incomplete | Outcome::Running => TurnStatus::Incomplete,
+    };
+    let end = TurnEnd {
+        status,
+        response_id: Some(&response.id),
+        replies: &response.replies,
+        problem: response.problem.as_deref(),
+    };
+    finish_turn(state, turn_id, end).await?;
+    Ok(())
+}

@@ -1,0 +1,78 @@
+//! Background work, shared by every instance through PostgreSQL: recorded
+//! webhook events to process and pending AI turns to start. Jobs are claimed
+//! with `FOR UPDATE SKIP LOCKED` and a lease; workers are woken by
+//! `LISTEN/NOTIFY` and also poll, since notifications can be missed.
+
+mod events;
+mod turns;
+
+use std::{sync::Arc, time::Duration};
+
+use sqlx::PgConnection;
+use tokio::sync::Notify;
+
+use crate::{
+    hub,
+    state::AppState,
+    storage::{inbox, turns as turn_store},
+};
+
+pub use turns::finish_turn;
+
+/// How long a claimed job is ours before another worker may take it over.
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Tells every instance's workers there is work, when the transaction commits.
+pub async fn wake(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    hub::notify(conn, hub::WORK_CHANNEL, "").await
+}
+
+/// Starts the configured number of worker loops.
+pub fn spawn(state: &AppState, work: Arc<Notify>) {
+    for _ in 0..state.config.worker.concurrency.max(1) {
+        state.tasks.spawn(run(state.clone(), work.clone()));
+    }
+}
+
+async fn run(state: AppState, work: Arc<Notify>) {
+    let poll = state.config.worker.poll_interval;
+    while !state.shutdown.is_cancelled() {
+        // Register for wake-ups before looking, so a notification that lands
+        // between an empty look and the wait is not missed.
+        let notified = work.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+
+        match next_job(&state).await {
+            Ok(true) => continue,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "worker could not claim a job"),
+        }
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(poll) => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// Claims and runs one job. Returns whether there was one.
+async fn next_job(state: &AppState) -> Result<bool, sqlx::Error> {
+    if let Some(event) = inbox::claim(&state.pool, LEASE).await? {
+        events::process(state, event).await;
+        return Ok(true);
+    }
+    if let Some(turn) = turn_store::claim_pending(&state.pool, LEASE).await? {
+        turns::start(state, turn).await;
+        return Ok(true);
+    }
+    Ok(false)
+}
+
+/// Exponential backoff with ±20% jitter.
+fn backoff(attempt: i32, base: Duration, max: Duration) -> Duration {
+    let exp =
+        base.saturating_mul(2u32.saturating_pow(attempt.saturating_sub(1).clamp(0, 20) as u32));
+    let capped = exp.min(max);
+    capped.mul_f64(rand::random_range(0.8..1.2))
+}

@@ -1,0 +1,236 @@
+//! A customer message goes to OpenAI as a background response and the reply
+//! comes back to every socket of the conversation.
+
+use serde_json::Value;
+
+use crate::helpers::{next_created, spawn_app, spawn_app_with, TestApp, TestOptions};
+
+#[tokio::test]
+async fn a_customer_message_gets_the_assistant_reply_through_openai() {
+    let app = spawn_app().await;
+    let visitor = app.new_visitor().await;
+    let mut socket = app.connect(&visitor, None).await;
+    assert_eq!(socket.welcome["last_seq"], 0);
+    let conversation_id = socket.welcome["conversation_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    socket.send_message("c-1", "When will my order ship?").await;
+    let mine = socket.next_from("customer").await;
+    assert_eq!(mine["seq"], 1);
+    assert_eq!(mine["client_id"], "c-1");
+    assert_eq!(mine["text"], "When will my order ship?");
+    assert!(chrono::DateTime::parse_from_rfc3339(mine["created_at"].as_str().unwrap()).is_ok());
+
+    socket.next_status("thinking").await;
+    let reply = socket.next_from("assistant").await;
+    assert_eq!(reply["seq"], 2);
+    assert!(
+        reply["text"].as_str().unwrap().starts_with("Orders ship"),
+        "{reply}"
+    );
+    assert_eq!(reply["client_id"], Value::Null);
+    socket.next_status("idle").await;
+
+    // What OpenAI was asked: one Conversation, then one background response on it.
+    let conversations = app.sim_requests("POST", "/v1/conversations").await;
+    assert_eq!(conversations.len(), 1);
+    assert_eq!(
+        conversations[0]["metadata"]["helpline_conversation"],
+        conversation_id.as_str()
+    );
+    let responses = app.sim_requests("POST", "/v1/responses").await;
+    assert_eq!(responses.len(), 1);
+    let request = &responses[0];
+    assert_eq!(request["background"], true);
+    assert_eq!(request["store"], true);
+    assert_eq!(request["model"], "gpt-4.1-mini");
+    assert!(request["instructions"]
+        .as_str()
+        .is_some_and(|i| !i.is_empty()));
+    assert!(request["conversation"]
+        .as_str()
+        .unwrap()
+        .starts_with("conv_"));
+    assert_eq!(request["input"][0]["role"], "user");
+    assert_eq!(request["input"][0]["content"], "When will my order ship?");
+    assert_eq!(request["input"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        request["metadata"]["helpline_conversation"],
+        conversation_id.as_str()
+    );
+    assert!(request["metadata"]["helpline_turn"].is_string());
+
+    // A second turn reuses the same OpenAI Conversation.
+    socket.send_message("c-2", "And can I get a refund?").await;
+    let reply = socket.next_from("assistant").await;
+    assert_eq!(reply["seq"], 4);
+    assert!(
+        reply["text"].as_str().unwrap().contains("30 days"),
+        "{reply}"
+    );
+    assert_eq!(app.sim_requests("POST", "/v1/conversations").await.len(), 1);
+    let responses = app.sim_requests("POST", "/v1/responses").await;
+    assert_eq!(responses.len(), 2);
+    assert_eq!(responses[1]["conversation"], responses[0]["conversation"]);
+}
+
+#[tokio::test]
+async fn messages_sent_while_a_response_is_in_flight_go_together_in_the_next_turn() {
+    // The test delivers the webhooks, so the first response stays in flight
+    // for as long as it needs.
+    let app = spawn_app_with(TestOptions {
+        auto_webhooks: false,
+        ..TestOptions::default()
+    })
+    .await;
+    let mut created = app.sim.watch_created();
+    let visitor = app.new_visitor().await;
+    let mut socket = app.connect(&visitor, None).await;
+
+    socket.send_message("m-1", "first question").await;
+    let first_response = next_created(&mut created).await;
+    for (id, text) in [("m-2", "second"), ("m-3", "third"), ("m-4", "fourth")] {
+        socket.send_message(id, text).await;
+        let stored = socket
+            .next_where(id, |f| f["type"] == "message" && f["client_id"] == id)
+            .await;
+        assert_eq!(stored["text"], text);
+    }
+    assert_eq!(
+        app.sim_requests("POST", "/v1/responses").await.len(),
+        1,
+        "one response in flight at a time"
+    );
+
+    let response = app
+        .post_webhook(
+            "wh_first",
+            &TestApp::event_body("response.completed", &first_response),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    let reply = socket.next_from("assistant").await;
+    assert!(
+        reply["text"].as_str().unwrap().contains("first question"),
+        "{reply}"
+    );
+
+    // The end of the first turn starts the next, carrying all three.
+    let second_response = next_created(&mut created).await;
+    let requests = app.sim_requests("POST", "/v1/responses").await;
+    assert_eq!(requests.len(), 2);
+    let inputs: Vec<&str> = requests[1]["input"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(inputs, ["second", "third", "fourth"]);
+
+    app.post_webhook(
+        "wh_second",
+        &TestApp::event_body("response.completed", &second_response),
+    )
+    .await;
+    let reply = socket.next_from("assistant").await;
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap()
+            .contains("“second”, “third”, “fourth”"),
+        "{reply}"
+    );
+    socket.next_status("idle").await;
+    assert_eq!(app.sim_requests("POST", "/v1/responses").await.len(), 2);
+}
+
+#[tokio::test]
+async fn every_socket_of_the_conversation_gets_each_message_once() {
+    let app = spawn_app().await;
+    let visitor = app.new_visitor().await;
+    let mut tab_a = app.connect(&visitor, None).await;
+    let mut tab_b = app.connect(&visitor, None).await;
+    assert_eq!(
+        tab_a.welcome["conversation_id"],
+        tab_b.welcome["conversation_id"]
+    );
+    // Each welcome ends with the assistant's current state.
+    tab_a.next_status("idle").await;
+    tab_b.next_status("idle").await;
+
+    tab_a
+        .send_message("x-1", "What are your opening hours?")
+        .await;
+    for tab in [&mut tab_a, &mut tab_b] {
+        let frames = tab
+            .frames_until(|f| f["type"] == "status" && f["assistant"] == "idle")
+            .await;
+        let seqs: Vec<i64> = frames
+            .iter()
+            .filter(|f| f["type"] == "message")
+            .map(|f| f["seq"].as_i64().unwrap())
+            .collect();
+        assert_eq!(seqs, [1, 2], "{frames:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_socket_must_start_with_hello_and_a_known_token() {
+    let app = spawn_app().await;
+    let mut socket = app.open_socket().await;
+    socket.send(serde_json::json!({ "type": "ping" })).await;
+    let error = socket.next_frame().await;
+    assert_eq!(error["code"], "not_authenticated");
+
+    let mut socket = app.open_socket().await;
+    socket
+        .send(serde_json::json!({ "type": "hello", "token": "hlv_guessed" }))
+        .await;
+    let error = socket.next_frame().await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["code"], "invalid_token");
+    assert_eq!(app.count("SELECT count(*) FROM conversations").await, 0);
+}
+
+#[tokio::test]
+async fn bad_frames_get_an_error_frame_and_the_socket_stays_open() {
+    let app = spawn_app().await;
+    let visitor = app.new_visitor().await;
+    let mut socket = app.connect(&visitor, None).await;
+    socket.next_status("idle").await;
+
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let cases = [
+        ("not json", "invalid_json"),
+        (r#"{"type":"dance"}"#, "unknown_type"),
+        (
+            r#"{"type":"message","text":"no client id"}"#,
+            "invalid_frame",
+        ),
+        (
+            r#"{"type":"message","client_id":"c","text":"   "}"#,
+            "empty_message",
+        ),
+        (
+            r#"{"type":"hello","token":"again"}"#,
+            "already_authenticated",
+        ),
+    ];
+    for (frame, code) in cases {
+        socket.ws.send(WsMessage::text(frame)).await.unwrap();
+        let error = socket.next_frame().await;
+        assert_eq!(error["type"], "error", "{frame}");
+        assert_eq!(error["code"], code, "{frame}");
+    }
+    let long = "x".repeat(4001);
+    socket.send_message("c-long", &long).await;
+    assert_eq!(socket.next_frame().await["code"], "message_too_long");
+
+    // Still open and working.
+    socket.send(serde_json::json!({ "type": "ping" })).await;
+    assert_eq!(socket.next_frame().await["type"], "pong");
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 0);
+}

@@ -1,0 +1,337 @@
+//! `spawn_app()`: a Helpline instance on a free port with its own database,
+//! talking to its own simulator; and a customer socket client.
+
+use std::{path::Path, sync::OnceLock, time::Duration};
+
+use futures::{SinkExt, StreamExt};
+use helpline::{
+    config::Config,
+    simulator::{Behaviour, SimHandle, Simulator},
+    startup::Application,
+    storage::{
+        self,
+        private_pg::{self, PrivatePostgres},
+    },
+    webhooks::signature::WebhookSecret,
+};
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{tungstenite::Message as WsMessage, MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// How long a test waits for something that should happen promptly.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// The PostgreSQL server every test database lives on: `DATABASE_URL` when
+/// set, else a private cluster under target/tmp shared by all test binaries.
+fn server_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| match std::env::var("DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ => {
+            let mut dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("helpline-test-pg");
+            // As root, PostgreSQL runs as another user, who may not be able
+            // to enter the checkout (e.g. under /root).
+            if private_pg::runs_as_other_user() && !private_pg::reachable_by_others(&dir) {
+                dir = std::env::temp_dir().join("helpline-test-pg");
+            }
+            let pg = PrivatePostgres::ensure_running(&dir).expect("private PostgreSQL for tests");
+            pg.url("postgres")
+        }
+    })
+}
+
+fn database_url(name: &str) -> String {
+    let mut url = reqwest::Url::parse(server_url()).expect("database URL");
+    url.set_path(&format!("/{name}"));
+    url.to_string()
+}
+
+pub struct TestOptions {
+    /// Whether the simulator delivers webhooks by itself. Without, the test
+    /// delivers them (and decides how often, with which ids).
+    pub auto_webhooks: bool,
+    pub behaviour: Behaviour,
+}
+
+impl Default for TestOptions {
+    fn default() -> Self {
+        Self {
+            auto_webhooks: true,
+            behaviour: Behaviour {
+                reply_delay_ms: 20,
+                ..Behaviour::default()
+            },
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base_url: String,
+    pub ws_url: String,
+    pub webhook_url: String,
+    pub pool: PgPool,
+    pub sim: Simulator,
+    pub sim_handle: SimHandle,
+    pub secret: WebhookSecret,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(TestOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    helpline::telemetry::init(if std::env::var_os("TEST_LOG").is_some() {
+        "info"
+    } else {
+        "off"
+    });
+    let name = format!("helpline_test_{}", Uuid::new_v4().simple());
+    let server = server_url().to_owned();
+    storage::ensure_database(&server, &name)
+        .await
+        .expect("create test database");
+    let db_url = database_url(&name);
+
+    let (secret_text, secret) = WebhookSecret::generate();
+    let shutdown = CancellationToken::new();
+    let sim = Simulator::new(secret.clone(), None, options.behaviour);
+    let sim_handle = sim
+        .clone()
+        .spawn(([127, 0, 0, 1], 0).into(), shutdown.clone())
+        .await
+        .expect("simulator");
+
+    let vars = [
+        ("HELPLINE_BIND", "127.0.0.1:0".to_owned()),
+        ("DATABASE_URL", db_url),
+        ("HELPLINE_DB_MAX_CONNECTIONS", "8".to_owned()),
+        ("OPENAI_API_KEY", "sk-test".to_owned()),
+        ("OPENAI_WEBHOOK_SECRET", secret_text),
+        ("OPENAI_BASE_URL", sim_handle.base_url()),
+        ("HELPLINE_WORKER_POLL_MS", "200".to_owned()),
+    ];
+    let config = Config::from_lookup(|k| {
+        vars.iter()
+            .find(|(name, _)| *name == k)
+            .map(|(_, v)| v.clone())
+    })
+    .expect("test configuration");
+    let app = Application::build(config).await.expect("build app");
+    if options.auto_webhooks {
+        sim.set_webhook_url(&app.webhook_url);
+    }
+    let addr = app.addr;
+    let webhook_url = app.webhook_url.clone();
+    let pool = app.pool();
+    let token = app.shutdown_token();
+    let stop = shutdown.clone();
+    tokio::spawn(async move { app.run_until_stopped(stop.cancelled_owned()).await });
+    let _ = token; // the same instance stops when `shutdown` is cancelled
+
+    TestApp {
+        base_url: format!("http://{addr}"),
+        ws_url: format!("ws://{addr}/api/chat/ws"),
+        webhook_url,
+        pool,
+        sim,
+        sim_handle,
+        secret,
+        http: reqwest::Client::new(),
+        shutdown,
+    }
+}
+
+pub struct Visitor {
+    pub token: String,
+}
+
+impl TestApp {
+    pub async fn new_visitor(&self) -> Visitor {
+        let response = self
+            .http
+            .post(format!("{}/api/visitors", self.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["visitor_id"].is_string(), "{body}");
+        Visitor {
+            token: body["token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// Opens a socket and says nothing yet.
+    pub async fn open_socket(&self) -> ChatSocket {
+        let (ws, _) = tokio_tungstenite::connect_async(&self.ws_url)
+            .await
+            .expect("websocket connect");
+        ChatSocket {
+            ws,
+            welcome: Value::Null,
+        }
+    }
+
+    /// Opens a socket, says hello, and reads the welcome.
+    pub async fn connect(&self, visitor: &Visitor, after_seq: Option<i64>) -> ChatSocket {
+        let mut socket = self.open_socket().await;
+        let mut hello = json!({ "type": "hello", "token": visitor.token });
+        if let Some(n) = after_seq {
+            hello["after_seq"] = json!(n);
+        }
+        socket.send(hello).await;
+        socket.welcome = socket.next_frame().await;
+        assert_eq!(socket.welcome["type"], "welcome", "{}", socket.welcome);
+        socket
+    }
+
+    /// Posts a correctly signed webhook, as OpenAI would.
+    pub async fn post_webhook(&self, webhook_id: &str, body: &str) -> reqwest::Response {
+        let timestamp = chrono::Utc::now().timestamp().to_string();
+        let signature = self.secret.sign(webhook_id, &timestamp, body.as_bytes());
+        self.http
+            .post(&self.webhook_url)
+            .header("content-type", "application/json")
+            .header("webhook-id", webhook_id)
+            .header("webhook-timestamp", timestamp)
+            .header("webhook-signature", signature)
+            .body(body.to_owned())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The body of a `response.*` event for `response_id`.
+    pub fn event_body(event_type: &str, response_id: &str) -> String {
+        json!({
+            "id": format!("evt_{}", Uuid::new_v4().simple()),
+            "object": "event",
+            "created_at": chrono::Utc::now().timestamp(),
+            "type": event_type,
+            "data": { "id": response_id },
+        })
+        .to_string()
+    }
+
+    /// Requests the simulator received at `path` (fetched over HTTP).
+    pub async fn sim_requests(&self, method: &str, path: &str) -> Vec<Value> {
+        let url = format!("http://{}/_sim/requests", self.sim_handle.addr);
+        let all: Vec<Value> = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all.into_iter()
+            .filter(|r| r["method"] == method && r["path"] == path)
+            .map(|r| r["body"].clone())
+            .collect()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
+    }
+}
+
+/// Awaits the next response id the simulator creates.
+pub async fn next_created(created: &mut tokio::sync::broadcast::Receiver<String>) -> String {
+    tokio::time::timeout(PATIENCE, created.recv())
+        .await
+        .expect("the simulator was asked for a response in time")
+        .expect("created channel open")
+}
+
+pub struct ChatSocket {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    pub welcome: Value,
+}
+
+impl ChatSocket {
+    pub async fn send(&mut self, frame: Value) {
+        self.ws
+            .send(WsMessage::text(frame.to_string()))
+            .await
+            .expect("send frame");
+    }
+
+    pub async fn send_message(&mut self, client_id: &str, text: &str) {
+        self.send(json!({ "type": "message", "client_id": client_id, "text": text }))
+            .await;
+    }
+
+    /// The next text frame as JSON; panics if none comes in time.
+    pub async fn next_frame(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(PATIENCE, self.ws.next())
+                .await
+                .expect("a frame arrived in time")
+                .expect("socket open")
+                .expect("frame readable");
+            match message {
+                WsMessage::Text(text) => {
+                    return serde_json::from_str(text.as_str()).expect("JSON frame")
+                }
+                WsMessage::Close(close) => panic!("socket closed: {close:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Skips frames until one matches.
+    pub async fn next_where(&mut self, what: &str, matches: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let frame = self.next_frame().await;
+            if matches(&frame) {
+                return frame;
+            }
+            assert_ne!(
+                frame["type"], "error",
+                "unexpected error frame while waiting for {what}: {frame}"
+            );
+        }
+    }
+
+    pub async fn next_message(&mut self) -> Value {
+        self.next_where("a message", |f| f["type"] == "message")
+            .await
+    }
+
+    pub async fn next_from(&mut self, role: &str) -> Value {
+        self.next_where(role, |f| f["type"] == "message" && f["role"] == role)
+            .await
+    }
+
+    pub async fn next_status(&mut self, assistant: &str) -> Value {
+        self.next_where(assistant, |f| {
+            f["type"] == "status" && f["assistant"] == assistant
+        })
+        .await
+    }
+
+    /// Frames up to and including the first that matches.
+    pub async fn frames_until(&mut self, matches: impl Fn(&Value) -> bool) -> Vec<Value> {
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.next_frame().await;
+            let done = matches(&frame);
+            frames.push(frame);
+            if done {
+                return frames;
+            }
+        }
+    }
+}

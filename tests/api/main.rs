@@ -1,0 +1,9 @@
+//! Integration tests: a real PostgreSQL, real HTTP and WebSocket connections
+//! on loopback, and the OpenAI simulator over HTTP.
+
+mod helpers;
+
+mod conversation_flow;
+mod reconnect;
+mod webhook_delivery;
+mod webhook_endpoint;

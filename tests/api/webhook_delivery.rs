@@ -1,0 +1,178 @@
+//! Webhooks arrive at least once, late, early or twice: each reply is still
+//! stored and shown exactly once.
+
+use futures::future::join_all;
+
+use crate::helpers::{next_created, spawn_app_with, ChatSocket, TestApp, TestOptions};
+use helpline::simulator::Behaviour;
+
+/// Customer messages and assistant replies as the customer sees them after
+/// a fresh reconnect: the database's truth.
+async fn transcript(app: &TestApp, visitor: &crate::helpers::Visitor) -> Vec<(String, String)> {
+    let mut socket: ChatSocket = app.connect(visitor, None).await;
+    let frames = socket.frames_until(|f| f["type"] == "status").await;
+    frames
+        .iter()
+        .filter(|f| f["type"] == "message")
+        .map(|f| {
+            (
+                f["role"].as_str().unwrap().to_owned(),
+                f["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_same_webhook_delivered_ten_times_at_once_stores_one_reply() {
+    let app = spawn_app_with(TestOptions {
+        auto_webhooks: false,
+        ..TestOptions::default()
+    })
+    .await;
+    let mut created = app.sim.watch_created();
+    let visitor = app.new_visitor().await;
+    let mut socket = app.connect(&visitor, None).await;
+    socket
+        .send_message("d-1", "What does the premium plan cost?")
+        .await;
+    let response_id = next_created(&mut created).await;
+
+    let body = TestApp::event_body("response.completed", &response_id);
+    let deliveries = (0..10).map(|_| app.post_webhook("wh_same_every_time", &body));
+    let statuses: Vec<u16> = join_all(deliveries)
+        .await
+        .iter()
+        .map(|r| r.status().as_u16())
+        .collect();
+    assert_eq!(statuses, [200; 10]);
+
+    socket.next_from("assistant").await;
+    socket.next_status("idle").await;
+    assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 1);
+    let roles: Vec<String> = transcript(&app, &visitor)
+        .await
+        .into_iter()
+        .map(|(role, _)| role)
+        .collect();
+    assert_eq!(roles, ["customer", "assistant"]);
+}
+
+#[tokio::test]
+async fn two_webhook_ids_for_one_response_store_one_reply() {
+    let app = spawn_app_with(TestOptions {
+        auto_webhooks: false,
+        ..TestOptions::default()
+    })
+    .await;
+    let mut created = app.sim.watch_created();
+    let visitor = app.new_visitor().await;
+    let mut socket = app.connect(&visitor, None).await;
+    socket
+        .send_message("t-1", "How do I reset my password?")
+        .await;
+    let response_id = next_created(&mut created).await;
+
+    for webhook_id in ["wh_one", "wh_two"] {
+        let response = app
+            .post_webhook(
+                webhook_id,
+                &TestApp::event_body("response.completed", &response_id),
+            )
+            .await;
+        assert_eq!(response.status(), 200);
+    }
+    socket.next_from("assistant").await;
+    // Both events are processed (not just stored) before we look.
+    let processed = "SELECT count(*) FROM webhook_events WHERE status = 'processed'";
+    while app.count(processed).await < 2 {
+        socket.send(serde_json::json!({ "type": "ping" })).await;
+        socket.next_where("pong", |f| f["type"] == "pong").await;
+    }
+    let roles: Vec<String> = transcript(&app, &visitor)
+        .await
+        .into_iter()
+        .map(|(role, _)| role)
+        .collect();
+    assert_eq!(roles, ["customer", "assistant"]);
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages WHERE role = 'assistant'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_that_overtakes_the_create_call_is_still_delivered() {
+    let behaviour = Behaviour {
+        webhook_before_create_returns: true,
+        ..Behaviour::default()
+    };
+    let app = spawn_app_with(TestOptions {
+        auto_webhooks: true,
+        behaviour,
+    })
+    .await;
+    let visitor = app.new_visitor().await;
+    let mut socket = app.connect(&visitor, None).await;
+    socket
+        .send_message("e-1", "Are you open on Saturday? What are the hours?")
+        .await;
+    let reply = socket.next_from("assistant").await;
+    assert!(
+        reply["text"].as_str().unwrap().contains("Monday to Friday"),
+        "{reply}"
+    );
+    socket.next_status("idle").await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM turns WHERE status = 'completed'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_response_ends_the_turn_with_a_notice_to_the_customer() {
+    let behaviour = Behaviour {
+        reply_delay_ms: 60_000,
+        ..Behaviour::default()
+    };
+    let app = spawn_app_with(TestOptions {
+        auto_webhooks: true,
+        behaviour,
+    })
+    .await;
+    let mut created = app.sim.watch_created();
+    let visitor = app.new_visitor().await;
+    let mut socket = app.connect(&visitor, None).await;
+    socket
+        .send_message("k-1", "a question that takes forever")
+        .await;
+    let response_id = next_created(&mut created).await;
+
+    // Cancelled on OpenAI's side: the simulator sends response.cancelled.
+    let cancel = format!(
+        "{}/responses/{response_id}/cancel",
+        app.sim_handle.base_url()
+    );
+    let cancelled = app
+        .http
+        .post(cancel)
+        .bearer_auth("sk-test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cancelled.status(), 200);
+
+    let notice = socket.next_from("system").await;
+    assert!(
+        notice["text"].as_str().unwrap().contains("cancelled"),
+        "{notice}"
+    );
+    socket.next_status("idle").await;
+
+    // The conversation goes on.
+    app.sim.set_behaviour(Behaviour::default());
+    socket.send_message("k-2", "hello again").await;
+    socket.next_from("assistant").await;
+}
