@@ -71,6 +71,18 @@ pub enum AiError {
     Unexpected(String),
 }
 
+impl AiError {
+    /// Whether trying again could help: transport failures, timeouts, rate
+    /// limits, conflicts and server errors. Other 4xx answers will not change.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Api { status, .. } => matches!(status, 408 | 409 | 429) || *status >= 500,
+            Self::Transport(_) => true,
+            Self::Unexpected(_) => false,
+        }
+    }
+}
+
 impl From<OpenAIError> for AiError {
     fn from(e: OpenAIError) -> Self {
         match e {

@@ -55,13 +55,17 @@ impl PrivatePostgres {
     /// Creates the cluster under `dir` if needed and makes sure it runs.
     /// Blocking: call it from `spawn_blocking` inside a runtime.
     pub fn ensure_running(dir: &Path) -> Result<Self, PrivatePgError> {
-        let bin_dir = find_bin_dir().ok_or(PrivatePgError::NoBinaries)?;
+        let bin_dir = find_bin_dir(std::env::var_os("PATH"), Path::new("/usr/lib/postgresql"))
+            .ok_or(PrivatePgError::NoBinaries)?;
         fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
         let dir = dir.canonicalize().map_err(|e| io_err(dir, e))?;
         let run_as = unprivileged_user();
         if let Some((uid, _)) = run_as {
             if !reachable_by_others(&dir) {
-                return Err(PrivatePgError::Unreachable { uid, dir: dir.display().to_string() });
+                return Err(PrivatePgError::Unreachable {
+                    uid,
+                    dir: dir.display().to_string(),
+                });
             }
         }
 
@@ -202,14 +206,14 @@ impl PrivatePostgres {
     }
 }
 
-/// `pg_ctl` and `initdb` on PATH, else the newest /usr/lib/postgresql/*/bin.
-fn find_bin_dir() -> Option<PathBuf> {
+/// `pg_ctl` and `initdb` on `path`, else the newest `{lib_root}/*/bin`.
+fn find_bin_dir(path: Option<std::ffi::OsString>, lib_root: &Path) -> Option<PathBuf> {
     let has_all = |dir: &Path| {
         ["initdb", "pg_ctl", "postgres"]
             .iter()
             .all(|b| dir.join(b).is_file())
     };
-    if let Some(path) = std::env::var_os("PATH") {
+    if let Some(path) = path {
         for dir in std::env::split_paths(&path) {
             if has_all(&dir) {
                 // Follow symlinks (Debian links /usr/local/bin/initdb into
@@ -219,7 +223,7 @@ fn find_bin_dir() -> Option<PathBuf> {
             }
         }
     }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir(lib_root)
         .ok()?
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -236,9 +240,11 @@ fn find_bin_dir() -> Option<PathBuf> {
 /// searchable by others).
 pub fn reachable_by_others(dir: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    dir.ancestors()
-        .skip(1)
-        .all(|a| fs::metadata(a).map(|m| m.permissions().mode() & 0o001 != 0).unwrap_or(false))
+    dir.ancestors().skip(1).all(|a| {
+        fs::metadata(a)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    })
 }
 
 /// Whether `ensure_running` will have to run PostgreSQL as another user.
@@ -275,4 +281,37 @@ fn free_port() -> std::io::Result<u16> {
 
 fn io_err(path: &Path, e: std::io::Error) -> PrivatePgError {
     PrivatePgError::Io(format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_postgresql_programs_the_error_says_how_to_fix_it() {
+        let empty = std::env::temp_dir().join(format!("helpline-no-pg-{}", std::process::id()));
+        fs::create_dir_all(&empty).unwrap();
+        assert_eq!(
+            find_bin_dir(Some(empty.clone().into_os_string()), &empty),
+            None
+        );
+        let message = PrivatePgError::NoBinaries.to_string();
+        assert!(!message.contains('\n'), "one line: {message}");
+        assert!(message.contains("apt-get install postgresql"), "{message}");
+        assert!(message.contains("DATABASE_URL="), "{message}");
+    }
+
+    #[test]
+    fn programs_are_found_under_the_newest_versioned_directory() {
+        let root =
+            std::env::temp_dir().join(format!("helpline-pg-versions-{}", std::process::id()));
+        for version in ["13", "16", "9"] {
+            let bin = root.join(version).join("bin");
+            fs::create_dir_all(&bin).unwrap();
+            for program in ["initdb", "pg_ctl", "postgres"] {
+                fs::write(bin.join(program), "").unwrap();
+            }
+        }
+        assert_eq!(find_bin_dir(None, &root), Some(root.join("16").join("bin")));
+    }
 }

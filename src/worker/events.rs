@@ -38,7 +38,11 @@ pub(super) async fn process(state: &AppState, event: Event) {
     let outcome = match result {
         Ok(()) => inbox::mark_processed(&state.pool, &event.webhook_id).await,
         Err(e) => {
-            let permanent = matches!(e, ProcessError::NoResponseId);
+            let permanent = match &e {
+                ProcessError::NoResponseId => true,
+                ProcessError::Ai(ai) => !ai.is_transient(),
+                ProcessError::Database(_) | ProcessError::StillRunning(_) => false,
+            };
             let delay = (!permanent && event.attempts < MAX_ATTEMPTS).then(|| {
                 backoff(
                     event.attempts,

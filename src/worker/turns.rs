@@ -28,6 +28,15 @@ enum StartError {
     Database(#[from] sqlx::Error),
 }
 
+impl StartError {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Ai(e) => e.is_transient(),
+            Self::Database(_) => true,
+        }
+    }
+}
+
 /// How a turn ended.
 pub struct TurnEnd<'a> {
     pub status: TurnStatus,
@@ -42,7 +51,7 @@ pub struct TurnEnd<'a> {
 pub(super) async fn start(state: &AppState, turn: Turn) {
     match try_start(state, &turn).await {
         Ok(()) => {}
-        Err(e) if turn.attempts < MAX_START_ATTEMPTS => {
+        Err(e) if e.is_transient() && turn.attempts < MAX_START_ATTEMPTS => {
             let delay = backoff(
                 turn.attempts,
                 Duration::from_millis(500),

@@ -156,11 +156,11 @@ pub struct Visitor {
     pub token: String,
 }
 
-impl TestApp {
-    pub async fn new_visitor(&self) -> Visitor {
-        let response = self
-            .http
-            .post(format!("{}/api/visitors", self.base_url))
+impl Visitor {
+    /// `POST /api/visitors` on the instance at `base_url`.
+    pub async fn create(http: &reqwest::Client, base_url: &str) -> Self {
+        let response = http
+            .post(format!("{base_url}/api/visitors"))
             .send()
             .await
             .unwrap();
@@ -171,29 +171,21 @@ impl TestApp {
             token: body["token"].as_str().unwrap().to_owned(),
         }
     }
+}
+
+impl TestApp {
+    pub async fn new_visitor(&self) -> Visitor {
+        Visitor::create(&self.http, &self.base_url).await
+    }
 
     /// Opens a socket and says nothing yet.
     pub async fn open_socket(&self) -> ChatSocket {
-        let (ws, _) = tokio_tungstenite::connect_async(&self.ws_url)
-            .await
-            .expect("websocket connect");
-        ChatSocket {
-            ws,
-            welcome: Value::Null,
-        }
+        ChatSocket::open(&self.ws_url).await
     }
 
     /// Opens a socket, says hello, and reads the welcome.
     pub async fn connect(&self, visitor: &Visitor, after_seq: Option<i64>) -> ChatSocket {
-        let mut socket = self.open_socket().await;
-        let mut hello = json!({ "type": "hello", "token": visitor.token });
-        if let Some(n) = after_seq {
-            hello["after_seq"] = json!(n);
-        }
-        socket.send(hello).await;
-        socket.welcome = socket.next_frame().await;
-        assert_eq!(socket.welcome["type"], "welcome", "{}", socket.welcome);
-        socket
+        ChatSocket::connect(&self.ws_url, visitor, after_seq).await
     }
 
     /// Posts a correctly signed webhook, as OpenAI would.
@@ -242,6 +234,23 @@ impl TestApp {
             .collect()
     }
 
+    /// Waits until a query that watches the database's state returns true.
+    /// For state only the database shows (a worker's verdict on an event).
+    pub async fn wait_until(&self, what: &str, sql: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let done: bool = sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap();
+            if done {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
@@ -261,6 +270,28 @@ pub struct ChatSocket {
 }
 
 impl ChatSocket {
+    pub async fn open(ws_url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(ws_url)
+            .await
+            .expect("websocket connect");
+        Self {
+            ws,
+            welcome: Value::Null,
+        }
+    }
+
+    pub async fn connect(ws_url: &str, visitor: &Visitor, after_seq: Option<i64>) -> Self {
+        let mut socket = Self::open(ws_url).await;
+        let mut hello = json!({ "type": "hello", "token": visitor.token });
+        if let Some(n) = after_seq {
+            hello["after_seq"] = json!(n);
+        }
+        socket.send(hello).await;
+        socket.welcome = socket.next_frame().await;
+        assert_eq!(socket.welcome["type"], "welcome", "{}", socket.welcome);
+        socket
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.ws
             .send(WsMessage::text(frame.to_string()))

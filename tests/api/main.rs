@@ -4,6 +4,7 @@
 mod helpers;
 
 mod conversation_flow;
+mod demo_mode;
 mod reconnect;
 mod webhook_delivery;
 mod webhook_endpoint;

@@ -176,3 +176,24 @@ async fn a_cancelled_response_ends_the_turn_with_a_notice_to_the_customer() {
     socket.send_message("k-2", "hello again").await;
     socket.next_from("assistant").await;
 }
+
+#[tokio::test]
+async fn an_event_for_a_response_openai_does_not_know_is_parked_as_dead_at_once() {
+    let app = spawn_app_with(TestOptions::default()).await;
+    let body = TestApp::event_body("response.completed", "resp_nobody_knows");
+    assert_eq!(app.post_webhook("wh_unknown", &body).await.status(), 200);
+    app.wait_until(
+        "the event is dead",
+        "SELECT EXISTS (SELECT 1 FROM webhook_events WHERE status = 'dead')",
+    )
+    .await;
+    let (attempts, error): (i32, String) = sqlx::query_as(
+        "SELECT attempts, last_error FROM webhook_events WHERE webhook_id = 'wh_unknown'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(attempts, 1);
+    assert!(error.contains("404"), "{error}");
+    assert_eq!(app.count("SELECT count(*) FROM messages").await, 0);
+}

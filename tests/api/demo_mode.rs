@@ -1,0 +1,135 @@
+//! The README's first command: the real binary, no configuration at all.
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader, Lines},
+    process::{Child, ChildStdout, Command},
+};
+use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message as WsMessage};
+
+use crate::helpers::{ChatSocket, Visitor};
+use futures::StreamExt;
+
+/// Starts `helpline` with an empty environment but PATH and the data
+/// directory, and reads its start-up report.
+async fn start(data_dir: &Path) -> (Child, Vec<String>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_helpline"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HELPLINE_DATA_DIR", data_dir)
+        .env("HELPLINE_BIND", "127.0.0.1:0")
+        .env("HELPLINE_DEMO_REPLY_DELAY_MS", "10")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start helpline");
+    let mut lines: Lines<BufReader<ChildStdout>> =
+        BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut report = Vec::new();
+    // initdb on first start takes a few seconds.
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.contains("webhook URL");
+            report.push(line);
+            if done {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(90), read)
+        .await
+        .expect("start-up report in time");
+    let base_url = report[0]
+        .strip_prefix("Helpline is running at ")
+        .unwrap_or_else(|| panic!("first line names the URL: {report:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    // Keep draining stdout so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, report, base_url)
+}
+
+fn terminate(child: &Child) {
+    let pid = child.id().expect("running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+}
+
+#[tokio::test]
+async fn with_no_configuration_helpline_runs_in_demo_mode_and_keeps_its_data_across_restarts() {
+    let data_dir =
+        std::env::temp_dir().join(format!("helpline-demo-{}", uuid::Uuid::new_v4().simple()));
+    let (mut child, report, base_url) = start(&data_dir).await;
+
+    let text = report.join("\n");
+    assert!(
+        text.contains(&format!(
+            "private PostgreSQL in {}",
+            data_dir.join("pgdata").display()
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "demo mode: replies come from the built-in simulator; set OPENAI_API_KEY to use OpenAI"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("webhook URL: {base_url}/api/webhooks/openai")),
+        "{text}"
+    );
+
+    let http = reqwest::Client::new();
+    let page = http.get(format!("{base_url}/")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(page.text().await.unwrap().contains("<title>"));
+
+    let ws_url = format!("{}/api/chat/ws", base_url.replace("http://", "ws://"));
+    let visitor = Visitor::create(&http, &base_url).await;
+    let mut socket = ChatSocket::connect(&ws_url, &visitor, None).await;
+    socket
+        .send_message("demo-1", "How long does delivery take?")
+        .await;
+    let reply = socket.next_from("assistant").await;
+    assert!(
+        reply["text"].as_str().unwrap().starts_with("Orders ship"),
+        "{reply}"
+    );
+
+    // SIGTERM: sockets are told the server is going away, the process exits cleanly.
+    terminate(&child);
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(15), socket.ws.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(WsMessage::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(
+        !data_dir.join("pgdata/postmaster.pid").exists(),
+        "the private cluster was stopped"
+    );
+
+    // Started again: same data directory, same conversation.
+    let (mut child, _, base_url) = start(&data_dir).await;
+    let ws_url = format!("{}/api/chat/ws", base_url.replace("http://", "ws://"));
+    let mut socket = ChatSocket::connect(&ws_url, &visitor, None).await;
+    assert_eq!(socket.welcome["last_seq"], 2);
+    let history = socket.frames_until(|f| f["type"] == "status").await;
+    assert_eq!(history.iter().filter(|f| f["type"] == "message").count(), 2);
+    terminate(&child);
+    child.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
