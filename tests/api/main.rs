@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod browser;
 mod conversation_flow;
 mod demo_mode;
 mod reconnect;
