@@ -6,7 +6,6 @@ COPY Cargo.toml Cargo.lock ./
 COPY src src
 COPY migrations migrations
 COPY static static
-COPY tests tests
 RUN cargo build --release --locked --bin helpline
 
 FROM debian:bookworm-slim

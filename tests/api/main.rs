@@ -5,7 +5,7 @@ mod helpers;
 
 mod browser;
 mod conversation_flow;
-mod demo_mode;
+mod processes;
 mod reconnect;
 mod webhook_delivery;
 mod webhook_endpoint;

@@ -1,4 +1,5 @@
-//! The README's first command: the real binary, no configuration at all.
+//! The real binary, as operators run it: the README's first command with no
+//! configuration at all, and `helpline sim` as a separate OpenAI.
 
 use std::{path::Path, process::Stdio, time::Duration};
 
@@ -14,13 +15,29 @@ use futures::StreamExt;
 /// Starts `helpline` with an empty environment but PATH and the data
 /// directory, and reads its start-up report.
 async fn start(data_dir: &Path) -> (Child, Vec<String>, String) {
+    let env = [
+        ("HELPLINE_DATA_DIR", data_dir.display().to_string()),
+        ("HELPLINE_BIND", "127.0.0.1:0".to_owned()),
+        ("HELPLINE_DEMO_REPLY_DELAY_MS", "10".to_owned()),
+    ];
+    let (child, report) = run(&[], &env, "webhook URL").await;
+    let base_url = report[0]
+        .strip_prefix("Helpline is running at ")
+        .unwrap_or_else(|| panic!("first line names the URL: {report:?}"))
+        .trim_end_matches('/')
+        .to_owned();
+    (child, report, base_url)
+}
+
+/// Runs the binary with only PATH and `env`, and returns its stdout lines up
+/// to the first containing `last`.
+async fn run(args: &[&str], env: &[(&str, String)], last: &str) -> (Child, Vec<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_helpline"))
+        .args(args)
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HELPLINE_DATA_DIR", data_dir)
-        .env("HELPLINE_BIND", "127.0.0.1:0")
-        .env("HELPLINE_DEMO_REPLY_DELAY_MS", "10")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -28,27 +45,23 @@ async fn start(data_dir: &Path) -> (Child, Vec<String>, String) {
     let mut lines: Lines<BufReader<ChildStdout>> =
         BufReader::new(child.stdout.take().unwrap()).lines();
     let mut report = Vec::new();
-    // initdb on first start takes a few seconds.
+    // initdb on a first start takes a few seconds.
     let read = async {
         while let Some(line) = lines.next_line().await.unwrap() {
-            let done = line.contains("webhook URL");
+            let done = line.contains(last);
             report.push(line);
             if done {
-                break;
+                return;
             }
         }
+        panic!("helpline exited before printing {last:?}");
     };
     tokio::time::timeout(Duration::from_secs(90), read)
         .await
         .expect("start-up report in time");
-    let base_url = report[0]
-        .strip_prefix("Helpline is running at ")
-        .unwrap_or_else(|| panic!("first line names the URL: {report:?}"))
-        .trim_end_matches('/')
-        .to_owned();
     // Keep draining stdout so the process never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, report, base_url)
+    (child, report)
 }
 
 fn terminate(child: &Child) {
@@ -131,5 +144,57 @@ async fn with_no_configuration_helpline_runs_in_demo_mode_and_keeps_its_data_acr
     assert_eq!(history.iter().filter(|f| f["type"] == "message").count(), 2);
     terminate(&child);
     child.wait().await.unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+#[tokio::test]
+async fn helpline_talks_to_any_server_speaking_the_openai_api_such_as_helpline_sim() {
+    let app_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let webhook_url = format!("http://127.0.0.1:{app_port}/api/webhooks/openai");
+    let sim_args = [
+        "sim",
+        "--bind",
+        "127.0.0.1:0",
+        "--webhook-url",
+        &webhook_url,
+        "--reply-delay-ms",
+        "10",
+    ];
+    let (sim, report) = run(&sim_args, &[], "OPENAI_BASE_URL=").await;
+    let secret = report[0].rsplit(' ').next().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"), "{report:?}");
+    let base_url = report[1].rsplit('=').next().unwrap().to_owned();
+
+    let data_dir =
+        std::env::temp_dir().join(format!("helpline-sim-{}", uuid::Uuid::new_v4().simple()));
+    let env = [
+        ("HELPLINE_DATA_DIR", data_dir.display().to_string()),
+        ("HELPLINE_BIND", format!("127.0.0.1:{app_port}")),
+        ("OPENAI_API_KEY", "sk-anything".to_owned()),
+        ("OPENAI_WEBHOOK_SECRET", secret),
+        ("OPENAI_BASE_URL", base_url),
+    ];
+    let (app, report) = run(&[], &env, "webhook URL").await;
+    let text = report.join("\n");
+    assert!(!text.contains("demo mode"), "{text}");
+    assert!(text.contains(&webhook_url), "{text}");
+
+    let base = format!("http://127.0.0.1:{app_port}");
+    let visitor = Visitor::create(&reqwest::Client::new(), &base).await;
+    let ws_url = format!("ws://127.0.0.1:{app_port}/api/chat/ws");
+    let mut socket = ChatSocket::connect(&ws_url, &visitor, None).await;
+    socket.send_message("sim-1", "I need a refund").await;
+    let reply = socket.next_from("assistant").await;
+    assert!(
+        reply["text"].as_str().unwrap().contains("30 days"),
+        "{reply}"
+    );
+
+    terminate(&app);
+    terminate(&sim);
     let _ = std::fs::remove_dir_all(&data_dir);
 }
