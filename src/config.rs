@@ -22,6 +22,9 @@ pub struct Config {
     pub openai: Option<OpenAiConfig>,
     pub ai: AiSettings,
     pub worker: WorkerConfig,
+    pub delivery: DeliveryConfig,
+    /// Bearer token for the admin API (`/api/admin/...`); disabled when unset.
+    pub admin_token: Option<Secret>,
     /// Delay before the built-in simulator (demo mode) finishes a response.
     pub demo_reply_delay: Duration,
 }
@@ -61,6 +64,38 @@ impl Default for WorkerConfig {
         Self {
             concurrency: 4,
             poll_interval: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// Timeouts, budgets and deadlines of the talk with OpenAI (docs/delivery.md).
+#[derive(Debug, Clone)]
+pub struct DeliveryConfig {
+    /// Bound on each call to OpenAI.
+    pub openai_timeout: Duration,
+    /// How long Helpline keeps trying to start a turn before telling the
+    /// customer a person will take over.
+    pub turn_start_budget: Duration,
+    /// A turn in flight this long without its webhook is looked up by the
+    /// reconciler (and again every `reconcile_interval`).
+    pub reconcile_after: Duration,
+    pub reconcile_interval: Duration,
+    /// A response still running this long after it started is cancelled and
+    /// handled as failed.
+    pub response_deadline: Duration,
+    /// Processing attempts of a webhook event before it is parked as dead.
+    pub event_max_attempts: i32,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            openai_timeout: Duration::from_secs(30),
+            turn_start_budget: Duration::from_secs(120),
+            reconcile_after: Duration::from_secs(30),
+            reconcile_interval: Duration::from_secs(5),
+            response_deadline: Duration::from_secs(600),
+            event_max_attempts: 12,
         }
     }
 }
@@ -165,6 +200,50 @@ impl Config {
                 &mut problems,
             )),
         };
+        let ms = |name: &str, default: Duration, problems: &mut Vec<String>| {
+            Duration::from_millis(parse_or(&get, name, default.as_millis() as u64, problems))
+        };
+        let secs = |name: &str, default: Duration, problems: &mut Vec<String>| {
+            Duration::from_secs(parse_or(&get, name, default.as_secs(), problems))
+        };
+        let d = DeliveryConfig::default();
+        let delivery = DeliveryConfig {
+            openai_timeout: ms(
+                "HELPLINE_OPENAI_TIMEOUT_MS",
+                d.openai_timeout,
+                &mut problems,
+            ),
+            turn_start_budget: secs(
+                "HELPLINE_TURN_START_BUDGET_SECS",
+                d.turn_start_budget,
+                &mut problems,
+            ),
+            reconcile_after: ms(
+                "HELPLINE_RECONCILE_AFTER_MS",
+                d.reconcile_after,
+                &mut problems,
+            ),
+            reconcile_interval: ms(
+                "HELPLINE_RECONCILE_INTERVAL_MS",
+                d.reconcile_interval,
+                &mut problems,
+            ),
+            response_deadline: secs(
+                "HELPLINE_RESPONSE_DEADLINE_SECS",
+                d.response_deadline,
+                &mut problems,
+            ),
+            event_max_attempts: parse_or(
+                &get,
+                "HELPLINE_EVENT_MAX_ATTEMPTS",
+                d.event_max_attempts,
+                &mut problems,
+            ),
+        };
+        if delivery.openai_timeout.is_zero() {
+            problems.push("HELPLINE_OPENAI_TIMEOUT_MS must be at least 1".into());
+        }
+        let admin_token = get("HELPLINE_ADMIN_TOKEN").map(Secret::new);
         let demo_reply_delay = Duration::from_millis(parse_or(
             &get,
             "HELPLINE_DEMO_REPLY_DELAY_MS",
@@ -180,6 +259,8 @@ impl Config {
                 openai,
                 ai,
                 worker,
+                delivery,
+                admin_token,
                 demo_reply_delay,
             })
         } else {

@@ -20,7 +20,10 @@ use std::{
 use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use sqlx::{postgres::PgListener, PgConnection, PgPool};
+use sqlx::{
+    postgres::{PgListener, PgPoolOptions},
+    PgConnection, PgPool,
+};
 use tokio::sync::{broadcast, Notify};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -165,10 +168,21 @@ pub async fn notify(
 
 /// The instance's one listener connection: frames go to the hub, work
 /// notifications wake the workers. Reconnects forever, until cancelled.
-pub async fn listen(pool: PgPool, hub: Hub, work: Arc<Notify>, cancel: CancellationToken) {
+/// `application_name` of an instance's listener connection.
+pub fn listener_name(instance: Uuid) -> String {
+    format!("helpline-listener:{instance}")
+}
+
+pub async fn listen(
+    pool: PgPool,
+    hub: Hub,
+    work: Arc<Notify>,
+    cancel: CancellationToken,
+    instance: Uuid,
+) {
     let mut backoff = Duration::from_millis(100);
     while !cancel.is_cancelled() {
-        let mut listener = match connect_listener(&pool).await {
+        let mut listener = match connect_listener(&pool, instance).await {
             Ok(listener) => listener,
             Err(e) => {
                 tracing::warn!(error = %e, "notification listener cannot connect; retrying");
@@ -207,8 +221,16 @@ pub async fn listen(pool: PgPool, hub: Hub, work: Arc<Notify>, cancel: Cancellat
     }
 }
 
-async fn connect_listener(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
+/// The listener gets its own connection, named after the instance so an
+/// operator (or a test) can find it in `pg_stat_activity`.
+async fn connect_listener(pool: &PgPool, instance: Uuid) -> Result<PgListener, sqlx::Error> {
+    let options = (*pool.connect_options())
+        .clone()
+        .application_name(&listener_name(instance));
+    let own = PgPoolOptions::new()
+        .max_connections(1)
+        .connect_lazy_with(options);
+    let mut listener = PgListener::connect_with(&own).await?;
     listener.listen_all([FRAMES_CHANNEL, WORK_CHANNEL]).await?;
     Ok(listener)
 }

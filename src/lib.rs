@@ -10,6 +10,7 @@
 //! `startup` wires the pieces together; `simulator` is a stand-in for OpenAI
 //! that speaks its wire format, used by the demo mode and the tests.
 
+pub mod admin;
 pub mod ai;
 pub mod chat;
 pub mod config;

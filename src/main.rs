@@ -4,10 +4,11 @@ use std::net::SocketAddr;
 
 use clap::{Parser, Subcommand};
 use helpline::{
+    admin,
     config::Config,
     simulator::{Behaviour, Simulator},
     startup::{Application, DatabaseSource},
-    telemetry,
+    storage, telemetry,
     webhooks::signature::WebhookSecret,
 };
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,11 @@ struct Cli {
 enum Command {
     /// Run Helpline (the default).
     Serve,
+    /// Inspect and replay webhook events whose processing failed for good.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
     /// Run the OpenAI simulator as its own process.
     Sim {
         /// Address to listen on.
@@ -45,12 +51,27 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// List dead events (newest first, at most 500).
+    Dead {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one event, with its payload and last error.
+    Show { webhook_id: String },
+    /// Put a dead event back in the queue with a fresh attempt budget.
+    Replay { webhook_id: String },
+}
+
 #[tokio::main]
 async fn main() {
     telemetry::init("info,sqlx=warn,tower_http=warn");
     let cli = Cli::parse();
     let result = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve().await,
+        Command::Webhooks { command } => webhooks(command).await,
         Command::Sim {
             bind,
             webhook_url,
@@ -65,10 +86,7 @@ async fn main() {
 }
 
 async fn serve() -> anyhow::Result<()> {
-    let config = Config::from_env().map_err(|problems| {
-        anyhow::anyhow!("invalid configuration:\n  {}", problems.join("\n  "))
-    })?;
-    let app = Application::build(config).await?;
+    let app = Application::build(load_config()?).await?;
     println!("Helpline is running at http://{}/", app.addr);
     match &app.database {
         DatabaseSource::Private { data_dir, port } => {
@@ -81,6 +99,31 @@ async fn serve() -> anyhow::Result<()> {
     }
     println!("  webhook URL: {}", app.webhook_url);
     app.run_until_stopped(shutdown_signal()).await
+}
+
+/// The webhook commands work on the same database `serve` would use.
+async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
+    let config = load_config()?;
+    let database = storage::open(&config.database).await?;
+    let result = match command {
+        WebhooksCommand::Dead { json } => admin::print_dead(&database.pool, json).await,
+        WebhooksCommand::Show { webhook_id } => {
+            admin::print_event(&database.pool, &webhook_id).await
+        }
+        WebhooksCommand::Replay { webhook_id } => {
+            admin::replay_dead(&database.pool, &webhook_id).await
+        }
+    };
+    database.pool.close().await;
+    if let Some(pg) = database.private {
+        tokio::task::spawn_blocking(move || pg.stop()).await?;
+    }
+    result
+}
+
+fn load_config() -> anyhow::Result<Config> {
+    Config::from_env()
+        .map_err(|problems| anyhow::anyhow!("invalid configuration:\n  {}", problems.join("\n  ")))
 }
 
 async fn sim(

@@ -10,6 +10,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::{services::ServeDir, trace::TraceLayer};
 
 use crate::{
+    admin,
     ai::AiClient,
     chat,
     config::Config,
@@ -28,6 +29,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(chat::router())
+        .merge(admin::router())
         .merge(webhooks::router())
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .fallback_service(ServeDir::new(static_dir()))
@@ -59,6 +61,8 @@ pub struct Application {
     pub database: DatabaseSource,
     /// True when the built-in simulator stands in for OpenAI.
     pub demo_mode: bool,
+    /// Names this process in logs and in `pg_stat_activity`.
+    pub instance_id: uuid::Uuid,
 }
 
 impl Application {
@@ -70,16 +74,10 @@ impl Application {
         let webhook_url = format!("{}/api/webhooks/openai", config.public_url(addr));
         let shutdown = CancellationToken::new();
 
-        let (database_url, private_pg) = match &config.database.url {
-            Some(url) => (url.expose().to_owned(), None),
-            None => {
-                let dir = config.database.data_dir.clone();
-                let pg = tokio::task::spawn_blocking(move || PrivatePostgres::ensure_running(&dir))
-                    .await??;
-                storage::ensure_database(&pg.url("postgres"), "helpline").await?;
-                (pg.url("helpline"), Some(pg))
-            }
-        };
+        let storage::Database {
+            pool,
+            private: private_pg,
+        } = storage::open(&config.database).await?;
         let database = match &private_pg {
             Some(pg) => DatabaseSource::Private {
                 data_dir: pg.data_dir.clone(),
@@ -87,16 +85,16 @@ impl Application {
             },
             None => DatabaseSource::Url,
         };
-        let pool = storage::connect(&database_url, config.database.max_connections)
-            .await
-            .context("cannot connect to PostgreSQL")?;
-        storage::migrate(&pool)
-            .await
-            .context("database migrations failed")?;
 
+        let timeout = config.delivery.openai_timeout;
         let (ai, webhook_secrets) = match &config.openai {
             Some(openai) => (
-                AiClient::new(&openai.base_url, openai.api_key.expose(), config.ai.clone()),
+                AiClient::new(
+                    &openai.base_url,
+                    openai.api_key.expose(),
+                    config.ai.clone(),
+                    timeout,
+                ),
                 openai.webhook_secrets.clone(),
             ),
             None => {
@@ -112,7 +110,12 @@ impl Application {
                     .spawn(([127, 0, 0, 1], 0).into(), shutdown.clone())
                     .await?;
                 (
-                    AiClient::new(&sim.base_url(), "sk-helpline-demo", config.ai.clone()),
+                    AiClient::new(
+                        &sim.base_url(),
+                        "sk-helpline-demo",
+                        config.ai.clone(),
+                        timeout,
+                    ),
                     vec![secret],
                 )
             }
@@ -137,6 +140,7 @@ impl Application {
             webhook_url,
             database,
             demo_mode,
+            instance_id: uuid::Uuid::new_v4(),
         })
     }
 
@@ -160,6 +164,7 @@ impl Application {
             state,
             work,
             private_pg,
+            instance_id,
             ..
         } = self;
         let shutdown = state.shutdown.clone();
@@ -170,6 +175,7 @@ impl Application {
             state.hub.clone(),
             work.clone(),
             shutdown.clone(),
+            instance_id,
         ));
         worker::spawn(&state, work);
 

@@ -12,6 +12,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use async_openai::{
     config::OpenAIConfig,
     error::OpenAIError,
+    middleware::HttpRequestFactory,
     types::responses::{
         CreateConversationRequest, CreateResponseArgs, EasyInputContent, EasyInputMessage,
         InputItem, InputParam, MessageType, OutputItem, OutputMessageContent, Role, Status,
@@ -64,7 +65,11 @@ pub struct FetchedResponse {
 #[derive(Debug, thiserror::Error)]
 pub enum AiError {
     #[error("OpenAI answered {status}: {message}")]
-    Api { status: u16, message: String },
+    Api {
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
     #[error("could not reach OpenAI: {0}")]
     Transport(String),
     #[error("unexpected answer from OpenAI: {0}")]
@@ -81,6 +86,14 @@ impl AiError {
             Self::Unexpected(_) => false,
         }
     }
+
+    /// How long OpenAI asked us to wait (`Retry-After`), if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }
 
 impl From<OpenAIError> for AiError {
@@ -89,27 +102,91 @@ impl From<OpenAIError> for AiError {
             OpenAIError::ApiError(r) => Self::Api {
                 status: r.status_code.as_u16(),
                 message: r.api_error.message,
+                retry_after: None,
             },
             OpenAIError::Reqwest(e) => Self::Transport(e.to_string()),
+            OpenAIError::Boxed(b) => match b.downcast::<Refused>() {
+                Ok(r) => Self::Api {
+                    status: r.status,
+                    message: r.message,
+                    retry_after: r.retry_after,
+                },
+                Err(other) => Self::Unexpected(other.to_string()),
+            },
             other => Self::Unexpected(other.to_string()),
         }
     }
 }
 
+/// A 429 or 5xx answer, caught below async-openai so that `Retry-After`
+/// survives (async-openai's own errors drop the headers).
+#[derive(Debug, thiserror::Error)]
+#[error("{status}: {message}")]
+struct Refused {
+    status: u16,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+/// The HTTP transport under async-openai: one attempt per call, no hidden
+/// retries (the worker retries, with backoff, jitter and a lease), and
+/// throttling answers turned into `Refused`.
+async fn send(
+    http: reqwest::Client,
+    factory: HttpRequestFactory,
+) -> Result<reqwest::Response, OpenAIError> {
+    let response = http
+        .execute(factory.build().await?)
+        .await
+        .map_err(OpenAIError::Reqwest)?;
+    let status = response.status();
+    if status.as_u16() != 429 && !status.is_server_error() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let body = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or(body);
+    let refused = Refused {
+        status: status.as_u16(),
+        message,
+        retry_after,
+    };
+    Err(OpenAIError::Boxed(Box::new(refused)))
+}
+
 impl AiClient {
-    pub fn new(base_url: &str, api_key: &str, settings: AiSettings) -> Self {
+    /// `timeout` bounds each call; the worker's lease must be longer.
+    pub fn new(base_url: &str, api_key: &str, settings: AiSettings, timeout: Duration) -> Self {
         let config = OpenAIConfig::new()
             .with_api_base(base_url)
             .with_api_key(api_key);
         let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(5).min(timeout))
+            .timeout(timeout)
             .build()
             .expect("a reqwest client with timeouts builds");
+        let transport = http.clone();
+        let service = tower::service_fn(move |factory| send(transport.clone(), factory));
+        let client = Client::build(http, config).with_http_service(service);
         Self {
-            client: Client::build(http, config),
+            client,
             settings: Arc::new(settings),
         }
+    }
+
+    /// `POST /responses/{id}/cancel`, for a response that ran past its deadline.
+    #[tracing::instrument(skip(self))]
+    pub async fn cancel_response(&self, response_id: &str) -> Result<(), AiError> {
+        self.client.responses().cancel(response_id).await?;
+        Ok(())
     }
 
     /// `POST /conversations`, tagged with the Helpline conversation.

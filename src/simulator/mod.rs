@@ -9,7 +9,11 @@
 //!
 //! Test hooks live under `/_sim/` (recorded requests, behaviour switches).
 
+mod behaviour;
 mod replies;
+mod webhooks;
+
+pub use behaviour::{Behaviour, Failure, SimOutcome};
 
 use std::{
     collections::HashMap,
@@ -31,31 +35,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::webhooks::signature::WebhookSecret;
-
-/// Knobs a test or an operator can turn, also at run time via `/_sim/behaviour`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Behaviour {
-    /// How long a background response takes to finish.
-    pub reply_delay_ms: u64,
-    /// Deliver the webhook before `POST /v1/responses` has answered (as
-    /// OpenAI may): the response finishes at once and the create call
-    /// answers only after the webhook was delivered.
-    pub webhook_before_create_returns: bool,
-    /// Attempts per webhook delivery (OpenAI retries for up to 72 hours;
-    /// the simulator compresses that to a few quick retries).
-    pub webhook_attempts: u32,
-}
-
-impl Default for Behaviour {
-    fn default() -> Self {
-        Self {
-            reply_delay_ms: 0,
-            webhook_before_create_returns: false,
-            webhook_attempts: 5,
-        }
-    }
-}
 
 /// One request the simulator received (for tests and `/_sim/requests`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,11 +165,12 @@ impl Simulator {
         });
     }
 
-    /// Finishes a background response (unless it was cancelled meanwhile)
-    /// and announces it.
+    /// Ends a background response as `Behaviour::outcome` says (unless it
+    /// was cancelled meanwhile) and announces it.
     async fn complete(&self, response_id: &str) {
-        let finished = {
+        let event = {
             let mut state = self.lock();
+            let outcome = state.behaviour.outcome;
             let SimState {
                 responses,
                 conversations,
@@ -202,95 +182,72 @@ impl Simulator {
             if response["status"] != "queued" && response["status"] != "in_progress" {
                 return;
             }
-            let inputs = user_texts(&response["_input"]);
-            let text = replies::answer(&inputs);
-            let message = json!({
-                "type": "message",
-                "id": format!("msg_{}", random_hex(24)),
-                "status": "completed",
-                "role": "assistant",
-                "content": [{ "type": "output_text", "text": text, "annotations": [], "logprobs": [] }],
-            });
-            response["status"] = json!("completed");
-            response["completed_at"] = json!(now());
-            response["output"] = json!([message]);
-            let input_tokens = inputs
-                .iter()
-                .map(|t| t.split_whitespace().count())
-                .sum::<usize>() as u64;
-            let output_tokens = text.split_whitespace().count() as u64;
-            response["usage"] = json!({
-                "input_tokens": input_tokens,
-                "input_tokens_details": { "cached_tokens": 0 },
-                "output_tokens": output_tokens,
-                "output_tokens_details": { "reasoning_tokens": 0 },
-                "total_tokens": input_tokens + output_tokens,
-            });
-            if let Some(conversation_id) = response["conversation"]["id"].as_str() {
-                if let Some(conversation) = conversations.get_mut(conversation_id) {
-                    let items = conversation["_items"].as_array_mut().expect("items array");
-                    items.extend(response["_input"].as_array().cloned().unwrap_or_default());
-                    items.push(message);
+            match outcome {
+                SimOutcome::Never => {
+                    response["status"] = json!("in_progress");
+                    None
+                }
+                SimOutcome::Failed => {
+                    response["status"] = json!("failed");
+                    response["error"] = json!({ "code": "server_error", "message": "The model failed to generate a response." });
+                    Some("response.failed")
+                }
+                SimOutcome::Incomplete => {
+                    response["status"] = json!("incomplete");
+                    response["incomplete_details"] = json!({ "reason": "max_output_tokens" });
+                    Some("response.incomplete")
+                }
+                SimOutcome::Cancelled => {
+                    response["status"] = json!("cancelled");
+                    Some("response.cancelled")
+                }
+                SimOutcome::Completed => {
+                    let message = answer(response);
+                    if let Some(conversation_id) = response["conversation"]["id"].as_str() {
+                        if let Some(conversation) = conversations.get_mut(conversation_id) {
+                            let items = conversation["_items"].as_array_mut().expect("items array");
+                            items
+                                .extend(response["_input"].as_array().cloned().unwrap_or_default());
+                            items.push(message);
+                        }
+                    }
+                    Some("response.completed")
                 }
             }
-            true
         };
-        if finished {
-            self.send_webhook("response.completed", response_id).await;
+        if let Some(event_type) = event {
+            self.send_webhook(event_type, response_id).await;
         }
     }
+}
 
-    /// Delivers one signed event, retrying quickly on failure.
-    async fn send_webhook(&self, event_type: &str, response_id: &str) {
-        let (url, attempts) = {
-            let state = self.lock();
-            (
-                state.webhook_url.clone(),
-                state.behaviour.webhook_attempts.max(1),
-            )
-        };
-        let Some(url) = url else {
-            tracing::debug!(
-                event_type,
-                response_id,
-                "no webhook URL configured; event not sent"
-            );
-            return;
-        };
-        let webhook_id = format!("wh_{}", random_hex(16));
-        let body = json!({
-            "id": format!("evt_{}", random_hex(16)),
-            "object": "event",
-            "created_at": now(),
-            "type": event_type,
-            "data": { "id": response_id },
-        })
-        .to_string();
-        for attempt in 1..=attempts {
-            let timestamp = now().to_string();
-            let signature = self
-                .inner
-                .secret
-                .sign(&webhook_id, &timestamp, body.as_bytes());
-            let sent = self
-                .inner
-                .http
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("webhook-id", &webhook_id)
-                .header("webhook-timestamp", &timestamp)
-                .header("webhook-signature", signature)
-                .body(body.clone())
-                .send()
-                .await;
-            match sent {
-                Ok(r) if r.status().is_success() => return,
-                Ok(r) => tracing::warn!(status = %r.status(), attempt, "webhook refused"),
-                Err(e) => tracing::warn!(error = %e, attempt, "webhook delivery failed"),
-            }
-            tokio::time::sleep(Duration::from_millis(100 * 2u64.pow(attempt.min(10)))).await;
-        }
-    }
+/// Completes `response` with the assistant's message; returns the message.
+fn answer(response: &mut Value) -> Value {
+    let inputs = user_texts(&response["_input"]);
+    let text = replies::answer(&inputs);
+    let message = json!({
+        "type": "message",
+        "id": format!("msg_{}", random_hex(24)),
+        "status": "completed",
+        "role": "assistant",
+        "content": [{ "type": "output_text", "text": text, "annotations": [], "logprobs": [] }],
+    });
+    let input_tokens = inputs
+        .iter()
+        .map(|t| t.split_whitespace().count())
+        .sum::<usize>() as u64;
+    let output_tokens = text.split_whitespace().count() as u64;
+    response["status"] = json!("completed");
+    response["completed_at"] = json!(now());
+    response["output"] = json!([message]);
+    response["usage"] = json!({
+        "input_tokens": input_tokens,
+        "input_tokens_details": { "cached_tokens": 0 },
+        "output_tokens": output_tokens,
+        "output_tokens_details": { "reasoning_tokens": 0 },
+        "total_tokens": input_tokens + output_tokens,
+    });
+    message
 }
 
 async fn create_conversation(
@@ -325,6 +282,31 @@ async fn create_response(
     if let Err(e) = authorize(&headers) {
         return e.into_response();
     }
+    let failure = sim.lock().behaviour.take_create_failure();
+    let answer_after = match failure {
+        Some(Failure::RateLimited { retry_after_secs }) => {
+            let mut refused = failure_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit reached for requests. Please try again later.",
+                "requests",
+                "rate_limit_exceeded",
+            );
+            refused
+                .headers_mut()
+                .insert("retry-after", retry_after_secs.into());
+            return refused;
+        }
+        Some(Failure::ServerError) => {
+            return failure_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The server had an error while processing your request. Sorry about that!",
+                "server_error",
+                "server_error",
+            );
+        }
+        Some(Failure::Timeout { after_ms }) => Some(Duration::from_millis(after_ms)),
+        None => None,
+    };
     let Some(model) = body["model"].as_str() else {
         return api_error(
             StatusCode::BAD_REQUEST,
@@ -423,6 +405,10 @@ async fn create_response(
         tokio::time::sleep(delay).await;
         task_sim.complete(&task_id).await;
     });
+    if let Some(after) = answer_after {
+        // Created and running, but the caller hears of it too late.
+        tokio::time::sleep(after).await;
+    }
     Json(response).into_response()
 }
 
@@ -434,6 +420,14 @@ async fn retrieve_response(
     sim.record("GET", format!("/v1/responses/{id}"), Value::Null);
     if let Err(e) = authorize(&headers) {
         return e.into_response();
+    }
+    if sim.lock().behaviour.take_retrieve_failure() {
+        return failure_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "The server had an error while processing your request. Sorry about that!",
+            "server_error",
+            "server_error",
+        );
     }
     match sim.lock().responses.get(&id) {
         Some(response) => Json(public(response)).into_response(),
@@ -563,6 +557,12 @@ fn check_metadata(metadata: &Value) -> Result<(), ApiFailure> {
         ));
     }
     Ok(())
+}
+
+/// A server-side failure as OpenAI reports it.
+fn failure_response(status: StatusCode, message: &str, kind: &str, code: &str) -> Response {
+    let error = json!({ "message": message, "type": kind, "param": null, "code": code });
+    (status, Json(json!({ "error": error }))).into_response()
 }
 
 /// An error as OpenAI reports it.

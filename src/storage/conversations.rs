@@ -215,3 +215,25 @@ pub async fn set_openai_conversation_id(
     .fetch_one(pool)
     .await
 }
+
+/// Flags the conversation for a person, unless one already owns it.
+pub async fn mark_needs_human(
+    conn: &mut PgConnection,
+    conversation_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let changed = sqlx::query(
+        "UPDATE conversations SET state = 'needs_human', state_changed_at = now()
+         WHERE id = $1 AND state = 'bot'",
+    )
+    .bind(conversation_id)
+    .execute(conn)
+    .await?;
+    Ok(changed.rows_affected() > 0)
+}
+
+pub async fn state(pool: &PgPool, conversation_id: Uuid) -> Result<String, sqlx::Error> {
+    sqlx::query_scalar("SELECT state FROM conversations WHERE id = $1")
+        .bind(conversation_id)
+        .fetch_one(pool)
+        .await
+}

@@ -94,3 +94,57 @@ pub async fn retry_later(
     .await?;
     Ok(())
 }
+
+/// An event as operators see it.
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+pub struct EventSummary {
+    pub webhook_id: String,
+    pub event_id: Option<String>,
+    pub event_type: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub received_at: chrono::DateTime<chrono::Utc>,
+    pub payload: Json<serde_json::Value>,
+}
+
+const SUMMARY_COLUMNS: &str =
+    "webhook_id, event_id, event_type, status, attempts, last_error, received_at, payload";
+
+/// Dead events, newest first.
+pub async fn list_dead(pool: &PgPool, limit: i64) -> Result<Vec<EventSummary>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM webhook_events WHERE status = 'dead'
+         ORDER BY received_at DESC LIMIT $1"
+    ))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn find(pool: &PgPool, webhook_id: &str) -> Result<Option<EventSummary>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {SUMMARY_COLUMNS} FROM webhook_events WHERE webhook_id = $1"
+    ))
+    .bind(webhook_id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Puts a dead event back in the queue with a fresh attempt budget and
+/// wakes the workers. Returns false if there is no such dead event.
+pub async fn replay(pool: &PgPool, webhook_id: &str) -> Result<bool, sqlx::Error> {
+    let replayed: Option<bool> = sqlx::query_scalar(
+        "WITH revived AS (
+             UPDATE webhook_events
+             SET status = 'pending', attempts = 0, next_attempt_at = now(), locked_until = NULL
+             WHERE webhook_id = $1 AND status = 'dead'
+             RETURNING webhook_id
+         )
+         SELECT pg_notify('helpline_work', '') IS NOT NULL FROM revived",
+    )
+    .bind(webhook_id)
+    .fetch_optional(pool)
+    .await?;
+    Ok(replayed.is_some())
+}

@@ -11,10 +11,42 @@ pub mod turns;
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use sqlx::{
     postgres::{PgConnectOptions, PgPoolOptions},
     PgPool,
 };
+
+use crate::config::DatabaseConfig;
+use private_pg::PrivatePostgres;
+
+/// The database an instance (or a CLI command) works on.
+pub struct Database {
+    pub pool: PgPool,
+    /// Set when no `DATABASE_URL` was given and the private cluster is used.
+    pub private: Option<PrivatePostgres>,
+}
+
+/// Connects to `DATABASE_URL`, or creates/starts the private cluster, and
+/// brings the schema up to date.
+pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Database> {
+    let (url, private) = match &config.url {
+        Some(url) => (url.expose().to_owned(), None),
+        None => {
+            let dir = config.data_dir.clone();
+            let pg = tokio::task::spawn_blocking(move || PrivatePostgres::ensure_running(&dir))
+                .await??;
+            ensure_database(&pg.url("postgres"), "helpline").await?;
+            (pg.url("helpline"), Some(pg))
+        }
+    };
+    let pool = connect(&url, config.max_connections)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    migrate(&pool).await.context("database migrations failed")?;
+    Ok(Database { pool, private })
+}
 
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;

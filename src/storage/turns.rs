@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
@@ -32,10 +33,12 @@ pub struct Turn {
     pub last_seq: i64,
     pub response_id: Option<String>,
     pub attempts: i32,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 const TURN_COLUMNS: &str =
-    "id, conversation_id, status, first_seq, last_seq, response_id, attempts";
+    "id, conversation_id, status, first_seq, last_seq, response_id, attempts, created_at, started_at";
 
 /// Starts a turn for the customer messages no turn has taken yet, unless one
 /// is active. Call with the conversation locked. Returns whether it did.
@@ -183,4 +186,31 @@ pub async fn finish(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Claims up to `limit` turns in flight for longer than `after` whose
+/// webhook has not come, and that were not checked in the last `interval`.
+pub async fn claim_overdue(
+    pool: &PgPool,
+    after: Duration,
+    interval: Duration,
+    limit: i64,
+) -> Result<Vec<Turn>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "UPDATE turns SET checked_at = now()
+         WHERE id IN (
+             SELECT id FROM turns
+             WHERE status = 'in_flight' AND started_at < now() - make_interval(secs => $1)
+               AND (checked_at IS NULL OR checked_at < now() - make_interval(secs => $2))
+             ORDER BY started_at
+             FOR UPDATE SKIP LOCKED
+             LIMIT $3
+         )
+         RETURNING {TURN_COLUMNS}"
+    ))
+    .bind(after.as_secs_f64())
+    .bind(interval.as_secs_f64())
+    .bind(limit)
+    .fetch_all(pool)
+    .await
 }

@@ -3,22 +3,12 @@
 
 use std::time::Duration;
 
-use super::{
-    backoff,
-    turns::{finish_turn, TurnEnd},
-};
+use super::{backoff, turns::finish_from_response};
 use crate::{
     ai::{AiError, Outcome},
     state::AppState,
-    storage::{
-        inbox,
-        inbox::Event,
-        turns::{self, TurnStatus},
-    },
+    storage::{inbox, inbox::Event, turns},
 };
-
-/// After this many failed attempts an event is parked as dead.
-const MAX_ATTEMPTS: i32 = 12;
 
 #[derive(Debug, thiserror::Error)]
 enum ProcessError {
@@ -43,12 +33,18 @@ pub(super) async fn process(state: &AppState, event: Event) {
                 ProcessError::Ai(ai) => !ai.is_transient(),
                 ProcessError::Database(_) | ProcessError::StillRunning(_) => false,
             };
-            let delay = (!permanent && event.attempts < MAX_ATTEMPTS).then(|| {
+            let retry_after = match &e {
+                ProcessError::Ai(ai) => ai.retry_after(),
+                _ => None,
+            };
+            let budget_left = event.attempts < state.config.delivery.event_max_attempts;
+            let delay = (!permanent && budget_left).then(|| {
                 backoff(
                     event.attempts,
                     Duration::from_secs(1),
                     Duration::from_secs(3600),
                 )
+                .max(retry_after.unwrap_or_default())
             });
             tracing::warn!(error = %e, attempts = event.attempts, retry_in = ?delay, "event processing failed");
             inbox::retry_later(&state.pool, &event.webhook_id, delay, &e.to_string()).await
@@ -80,18 +76,6 @@ async fn handle(state: &AppState, event: &Event) -> Result<(), ProcessError> {
         tracing::info!(response_id, "response is not one of ours; ignored");
         return Ok(());
     };
-    let status = match response.outcome {
-        Outcome::Completed => TurnStatus::Completed,
-        Outcome::Failed => TurnStatus::Failed,
-        Outcome::Cancelled => TurnStatus::Cancelled,
-        Outcome::Incomplete | Outcome::Running => TurnStatus::Incomplete,
-    };
-    let end = TurnEnd {
-        status,
-        response_id: Some(&response.id),
-        replies: &response.replies,
-        problem: response.problem.as_deref(),
-    };
-    finish_turn(state, turn_id, end).await?;
+    finish_from_response(state, turn_id, &response).await?;
     Ok(())
 }

@@ -4,6 +4,7 @@
 //! `LISTEN/NOTIFY` and also poll, since notifications can be missed.
 
 mod events;
+mod reconciler;
 mod turns;
 
 use std::{sync::Arc, time::Duration};
@@ -32,6 +33,7 @@ pub fn spawn(state: &AppState, work: Arc<Notify>) {
     for _ in 0..state.config.worker.concurrency.max(1) {
         state.tasks.spawn(run(state.clone(), work.clone()));
     }
+    state.tasks.spawn(reconciler::run(state.clone()));
 }
 
 async fn run(state: AppState, work: Arc<Notify>) {

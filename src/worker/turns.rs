@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{backoff, wake};
 use crate::{
-    ai::{AiError, Reply},
+    ai::{AiError, FetchedResponse, Outcome, Reply},
     chat::frames::AssistantStatus,
     hub,
     state::AppState,
@@ -16,9 +16,6 @@ use crate::{
         turns::{self, Turn, TurnStatus},
     },
 };
-
-/// Attempts to start a turn before the customer is told it failed.
-const MAX_START_ATTEMPTS: i32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 enum StartError {
@@ -35,6 +32,13 @@ impl StartError {
             Self::Database(_) => true,
         }
     }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Ai(e) => e.retry_after(),
+            Self::Database(_) => None,
+        }
+    }
 }
 
 /// How a turn ended.
@@ -46,35 +50,42 @@ pub struct TurnEnd<'a> {
 }
 
 /// Creates the OpenAI Conversation if needed and starts the background
-/// response with the customer messages the turn answers.
+/// response with the customer messages the turn answers. Failures that may
+/// pass are retried with backoff and jitter (at least as long as a
+/// `Retry-After` asks) until the start budget is spent; then the customer is
+/// told a person will take over.
 #[tracing::instrument(skip_all, fields(turn_id = %turn.id, conversation_id = %turn.conversation_id))]
 pub(super) async fn start(state: &AppState, turn: Turn) {
-    match try_start(state, &turn).await {
-        Ok(()) => {}
-        Err(e) if e.is_transient() && turn.attempts < MAX_START_ATTEMPTS => {
-            let delay = backoff(
-                turn.attempts,
-                Duration::from_millis(500),
-                Duration::from_secs(30),
-            );
-            tracing::warn!(error = %e, attempts = turn.attempts, retry_in = ?delay, "could not start the AI turn");
-            if let Err(e) = turns::retry_later(&state.pool, turn.id, delay, &e.to_string()).await {
-                tracing::error!(error = %e, "could not schedule the retry; the lease will expire");
-            }
+    let Err(e) = try_start(state, &turn).await else {
+        return;
+    };
+    let budget = state.config.delivery.turn_start_budget;
+    let elapsed = (chrono::Utc::now() - turn.created_at)
+        .to_std()
+        .unwrap_or_default();
+    let delay = backoff(
+        turn.attempts,
+        Duration::from_millis(500),
+        Duration::from_secs(30),
+    )
+    .max(e.retry_after().unwrap_or_default());
+    if e.is_transient() && elapsed + delay < budget {
+        tracing::warn!(error = %e, attempts = turn.attempts, retry_in = ?delay, "could not start the AI turn");
+        if let Err(e) = turns::retry_later(&state.pool, turn.id, delay, &e.to_string()).await {
+            tracing::error!(error = %e, "could not schedule the retry; the lease will expire");
         }
-        Err(e) => {
-            tracing::error!(error = %e, attempts = turn.attempts, "giving up on the AI turn");
-            let problem = e.to_string();
-            let end = TurnEnd {
-                status: TurnStatus::Failed,
-                response_id: None,
-                replies: &[],
-                problem: Some(&problem),
-            };
-            if let Err(e) = finish_turn(state, turn.id, end).await {
-                tracing::error!(error = %e, "could not record the failed turn; the lease will expire");
-            }
-        }
+        return;
+    }
+    tracing::error!(error = %e, attempts = turn.attempts, "giving up on the AI turn");
+    let problem = e.to_string();
+    let end = TurnEnd {
+        status: TurnStatus::Failed,
+        response_id: None,
+        replies: &[],
+        problem: Some(&problem),
+    };
+    if let Err(e) = finish_turn(state, turn.id, end).await {
+        tracing::error!(error = %e, "could not record the failed turn; the lease will expire");
     }
 }
 
@@ -142,6 +153,8 @@ pub async fn finish_turn(
                 .ok_or(sqlx::Error::RowNotFound)?,
         );
     }
+    // No answer from the AI: the customer is told a person will take over,
+    // and agents see the conversation flagged.
     if stored.is_empty() {
         let new = NewMessage {
             conversation_id,
@@ -156,6 +169,7 @@ pub async fn finish_turn(
                 .await?
                 .ok_or(sqlx::Error::RowNotFound)?,
         );
+        conversations::mark_needs_human(&mut tx, conversation_id).await?;
     }
     for message in &stored {
         hub::publish_message(&mut tx, message).await?;
@@ -171,15 +185,36 @@ pub async fn finish_turn(
     Ok(())
 }
 
+/// Finishes a turn as the fetched (finished) response says.
+pub(super) async fn finish_from_response(
+    state: &AppState,
+    turn_id: Uuid,
+    response: &FetchedResponse,
+) -> Result<(), sqlx::Error> {
+    let status = match response.outcome {
+        Outcome::Completed => TurnStatus::Completed,
+        Outcome::Failed => TurnStatus::Failed,
+        Outcome::Cancelled => TurnStatus::Cancelled,
+        Outcome::Incomplete | Outcome::Running => TurnStatus::Incomplete,
+    };
+    let end = TurnEnd {
+        status,
+        response_id: Some(&response.id),
+        replies: &response.replies,
+        problem: response.problem.as_deref(),
+    };
+    finish_turn(state, turn_id, end).await
+}
+
 /// What the customer reads when a turn produced no answer.
 fn notice(status: TurnStatus) -> &'static str {
     match status {
         TurnStatus::Cancelled => {
-            "The assistant's answer was cancelled. Please send your message again."
+            "Our assistant's answer was cancelled. A person from our team will take over this conversation."
         }
         TurnStatus::Incomplete => {
-            "The assistant's answer was cut short. Please try asking again, perhaps more briefly."
+            "Our assistant could not finish its answer. A person from our team will take over this conversation."
         }
-        _ => "Sorry, the assistant could not answer just now. Please try again in a moment.",
+        _ => "Sorry, our assistant could not answer this time. A person from our team will take over this conversation.",
     }
 }
