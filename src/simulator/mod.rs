@@ -42,6 +42,8 @@ pub struct RecordedRequest {
     pub method: String,
     pub path: String,
     pub body: Value,
+    /// Milliseconds since the Unix epoch, when it arrived.
+    pub at_ms: i64,
 }
 
 #[derive(Clone)]
@@ -158,10 +160,12 @@ impl Simulator {
     }
 
     fn record(&self, method: &str, path: String, body: Value) {
+        let at_ms = chrono::Utc::now().timestamp_millis();
         self.lock().requests.push(RecordedRequest {
             method: method.into(),
             path,
             body,
+            at_ms,
         });
     }
 

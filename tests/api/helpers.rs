@@ -3,10 +3,12 @@
 
 use std::{path::Path, sync::OnceLock, time::Duration};
 
+use std::net::SocketAddr;
+
 use futures::{SinkExt, StreamExt};
 use helpline::{
     config::Config,
-    simulator::{Behaviour, SimHandle, Simulator},
+    simulator::{Behaviour, Simulator},
     startup::Application,
     storage::{
         self,
@@ -54,6 +56,8 @@ pub struct TestOptions {
     /// delivers them (and decides how often, with which ids).
     pub auto_webhooks: bool,
     pub behaviour: Behaviour,
+    /// Configuration on top of the test defaults.
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl Default for TestOptions {
@@ -64,17 +68,22 @@ impl Default for TestOptions {
                 reply_delay_ms: 20,
                 ..Behaviour::default()
             },
+            env: Vec::new(),
         }
     }
 }
 
+/// One Helpline instance, its database and the simulator it talks to.
 pub struct TestApp {
     pub base_url: String,
     pub ws_url: String,
     pub webhook_url: String,
+    pub instance_id: Uuid,
+    pub db_url: String,
     pub pool: PgPool,
     pub sim: Simulator,
-    pub sim_handle: SimHandle,
+    pub sim_addr: SocketAddr,
+    pub secret_text: String,
     pub secret: WebhookSecret,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
@@ -91,61 +100,120 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: TestOptions) -> TestApp {
-    helpline::telemetry::init(if std::env::var_os("TEST_LOG").is_some() {
-        "info"
-    } else {
-        "off"
-    });
+    let quiet = std::env::var_os("TEST_LOG").is_none();
+    helpline::telemetry::init(if quiet { "off" } else { "info" });
     let name = format!("helpline_test_{}", Uuid::new_v4().simple());
-    let server = server_url().to_owned();
-    storage::ensure_database(&server, &name)
+    storage::ensure_database(server_url(), &name)
         .await
         .expect("create test database");
-    let db_url = database_url(&name);
 
     let (secret_text, secret) = WebhookSecret::generate();
-    let shutdown = CancellationToken::new();
     let sim = Simulator::new(secret.clone(), None, options.behaviour);
-    let sim_handle = sim
+    // The simulator outlives any one instance: tests restart instances.
+    let sim_addr = sim
         .clone()
-        .spawn(([127, 0, 0, 1], 0).into(), shutdown.clone())
+        .spawn(([127, 0, 0, 1], 0).into(), CancellationToken::new())
         .await
-        .expect("simulator");
+        .expect("simulator")
+        .addr;
+    let app = start_instance(
+        &database_url(&name),
+        sim,
+        sim_addr,
+        secret_text,
+        secret,
+        &options.env,
+    )
+    .await;
+    if options.auto_webhooks {
+        app.sim.set_webhook_url(&app.webhook_url);
+    }
+    app
+}
 
-    let vars = [
+impl TestApp {
+    /// Another instance on the same database and simulator (the simulator
+    /// keeps sending webhooks where it did).
+    pub async fn spawn_peer(&self, env: &[(&'static str, String)]) -> TestApp {
+        let (secret_text, secret) = (self.secret_text.clone(), self.secret.clone());
+        start_instance(
+            &self.db_url,
+            self.sim.clone(),
+            self.sim_addr,
+            secret_text,
+            secret,
+            env,
+        )
+        .await
+    }
+
+    /// The configuration an instance of this test runs with, as environment
+    /// variables (for running the real binary against the same database).
+    pub fn env(&self, extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+        let mut env = test_env(&self.db_url, self.sim_addr, &self.secret_text);
+        env.extend(extra.iter().cloned());
+        env
+    }
+
+    /// The simulator's base URL, as `OPENAI_BASE_URL`.
+    pub fn sim_base_url(&self) -> String {
+        format!("http://{}/v1", self.sim_addr)
+    }
+
+    /// Stops this instance (sockets close with 1001), as SIGTERM would.
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn test_env(db_url: &str, sim_addr: SocketAddr, secret_text: &str) -> Vec<(&'static str, String)> {
+    vec![
         ("HELPLINE_BIND", "127.0.0.1:0".to_owned()),
-        ("DATABASE_URL", db_url),
+        ("DATABASE_URL", db_url.to_owned()),
         ("HELPLINE_DB_MAX_CONNECTIONS", "8".to_owned()),
         ("OPENAI_API_KEY", "sk-test".to_owned()),
-        ("OPENAI_WEBHOOK_SECRET", secret_text),
-        ("OPENAI_BASE_URL", sim_handle.base_url()),
+        ("OPENAI_WEBHOOK_SECRET", secret_text.to_owned()),
+        ("OPENAI_BASE_URL", format!("http://{sim_addr}/v1")),
         ("HELPLINE_WORKER_POLL_MS", "200".to_owned()),
-    ];
+    ]
+}
+
+async fn start_instance(
+    db_url: &str,
+    sim: Simulator,
+    sim_addr: SocketAddr,
+    secret_text: String,
+    secret: WebhookSecret,
+    extra: &[(&'static str, String)],
+) -> TestApp {
+    let mut vars = test_env(db_url, sim_addr, &secret_text);
+    vars.extend(extra.iter().cloned());
+    // Later entries win, like a variable set twice.
     let config = Config::from_lookup(|k| {
         vars.iter()
+            .rev()
             .find(|(name, _)| *name == k)
             .map(|(_, v)| v.clone())
     })
     .expect("test configuration");
     let app = Application::build(config).await.expect("build app");
-    if options.auto_webhooks {
-        sim.set_webhook_url(&app.webhook_url);
-    }
     let addr = app.addr;
     let webhook_url = app.webhook_url.clone();
+    let instance_id = app.instance_id;
     let pool = app.pool();
-    let token = app.shutdown_token();
-    let stop = shutdown.clone();
-    tokio::spawn(async move { app.run_until_stopped(stop.cancelled_owned()).await });
-    let _ = token; // the same instance stops when `shutdown` is cancelled
+    let shutdown = app.shutdown_token();
+    tokio::spawn(app.run_until_stopped(std::future::pending()));
 
     TestApp {
         base_url: format!("http://{addr}"),
         ws_url: format!("ws://{addr}/api/chat/ws"),
         webhook_url,
+        instance_id,
+        db_url: db_url.to_owned(),
         pool,
         sim,
-        sim_handle,
+        sim_addr,
+        secret_text,
         secret,
         http: reqwest::Client::new(),
         shutdown,
@@ -216,9 +284,28 @@ impl TestApp {
         .to_string()
     }
 
+    /// Requests the simulator received at `path`, with their arrival time in
+    /// ms (fetched over HTTP).
+    pub async fn sim_requests_timed(&self, method: &str, path: &str) -> Vec<(i64, Value)> {
+        let url = format!("http://{}/_sim/requests", self.sim_addr);
+        let all: Vec<Value> = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        all.into_iter()
+            .filter(|r| r["method"] == method && r["path"] == path)
+            .map(|r| (r["at_ms"].as_i64().unwrap(), r["body"].clone()))
+            .collect()
+    }
+
     /// Requests the simulator received at `path` (fetched over HTTP).
     pub async fn sim_requests(&self, method: &str, path: &str) -> Vec<Value> {
-        let url = format!("http://{}/_sim/requests", self.sim_handle.addr);
+        let url = format!("http://{}/_sim/requests", self.sim_addr);
         let all: Vec<Value> = self
             .http
             .get(url)

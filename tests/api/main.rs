@@ -5,6 +5,8 @@ mod helpers;
 
 mod browser;
 mod conversation_flow;
+mod faults;
+mod instances;
 mod processes;
 mod reconnect;
 mod webhook_delivery;

@@ -109,8 +109,8 @@ async fn a_webhook_that_overtakes_the_create_call_is_still_delivered() {
         ..Behaviour::default()
     };
     let app = spawn_app_with(TestOptions {
-        auto_webhooks: true,
         behaviour,
+        ..TestOptions::default()
     })
     .await;
     let visitor = app.new_visitor().await;
@@ -138,8 +138,8 @@ async fn a_cancelled_response_ends_the_turn_with_a_notice_to_the_customer() {
         ..Behaviour::default()
     };
     let app = spawn_app_with(TestOptions {
-        auto_webhooks: true,
         behaviour,
+        ..TestOptions::default()
     })
     .await;
     let mut created = app.sim.watch_created();
@@ -151,10 +151,7 @@ async fn a_cancelled_response_ends_the_turn_with_a_notice_to_the_customer() {
     let response_id = next_created(&mut created).await;
 
     // Cancelled on OpenAI's side: the simulator sends response.cancelled.
-    let cancel = format!(
-        "{}/responses/{response_id}/cancel",
-        app.sim_handle.base_url()
-    );
+    let cancel = format!("{}/responses/{response_id}/cancel", app.sim_base_url());
     let cancelled = app
         .http
         .post(cancel)
