@@ -274,7 +274,7 @@ impl Writer {
                     },
                     delivery = subscription.receiver.recv() => match delivery {
                         Ok(d) => self.deliver(d).await?,
-                        Err(RecvError::Lagged(_)) => self.catch_up().await?,
+                        Err(RecvError::Lagged(_)) => self.catch_up_or_wait().await?,
                         Err(RecvError::Closed) => return Ok(()),
                     },
                 }
@@ -294,8 +294,21 @@ impl Writer {
                 self.last_seq = seq;
                 Ok(())
             }
-            Delivery::Message { .. } | Delivery::Resync => self.catch_up().await,
+            Delivery::Message { .. } | Delivery::Resync => self.catch_up_or_wait().await,
             Delivery::Ephemeral(frame) => self.send(frame).await,
+        }
+    }
+
+    /// Catches up, unless the database is unreachable: then the socket stays
+    /// open and the listener's resync, which follows every reconnect to the
+    /// database, fills the gap later.
+    async fn catch_up_or_wait(&mut self) -> Result<(), WriteError> {
+        match self.catch_up().await {
+            Err(WriteError::Database(e)) => {
+                tracing::warn!(error = %e, "cannot catch up yet; waiting for the next resync");
+                Ok(())
+            }
+            other => other,
         }
     }
 

@@ -114,10 +114,7 @@ impl PrivatePostgres {
         }
 
         pg.port = free_port().map_err(|e| io_err(&dir, e))?;
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300",
-            pg.port
-        );
+        let options = pg.server_options();
         pg.run(
             "pg_ctl start",
             Command::new(pg.bin("pg_ctl"))
@@ -151,6 +148,30 @@ impl PrivatePostgres {
                 &log,
             );
         }
+    }
+
+    /// Restarts the server on the same port (`pg_ctl restart -m fast`): every
+    /// connection is cut, as in a failover or an upgrade.
+    pub fn restart(&self) -> Result<(), PrivatePgError> {
+        let log = self.data_dir.with_file_name("postgres.log");
+        self.run(
+            "pg_ctl restart",
+            Command::new(self.bin("pg_ctl"))
+                .arg("restart")
+                .args(["-m", "fast", "-w", "-t", "60", "-D"])
+                .arg(&self.data_dir)
+                .arg("-l")
+                .arg(&log)
+                .args(["-o", &self.server_options()]),
+            &log,
+        )
+    }
+
+    fn server_options(&self) -> String {
+        format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300",
+            self.port
+        )
     }
 
     /// The port of a postmaster already serving this data directory.

@@ -20,8 +20,12 @@ use crate::{
 
 pub use turns::finish_turn;
 
-/// How long a claimed job is ours before another worker may take it over.
-const LEASE: Duration = Duration::from_secs(60);
+/// How long a claimed job is ours before another worker may take it over
+/// (the owner may have died): longer than any one call to OpenAI can take.
+fn lease(state: &AppState) -> Duration {
+    let timeout = state.config.delivery.openai_timeout;
+    timeout + timeout.max(Duration::from_secs(5))
+}
 
 /// Tells every instance's workers there is work, when the transaction commits.
 pub async fn wake(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
@@ -60,11 +64,11 @@ async fn run(state: AppState, work: Arc<Notify>) {
 
 /// Claims and runs one job. Returns whether there was one.
 async fn next_job(state: &AppState) -> Result<bool, sqlx::Error> {
-    if let Some(event) = inbox::claim(&state.pool, LEASE).await? {
+    if let Some(event) = inbox::claim(&state.pool, lease(state)).await? {
         events::process(state, event).await;
         return Ok(true);
     }
-    if let Some(turn) = turn_store::claim_pending(&state.pool, LEASE).await? {
+    if let Some(turn) = turn_store::claim_pending(&state.pool, lease(state)).await? {
         turns::start(state, turn).await;
         return Ok(true);
     }

@@ -3,7 +3,12 @@
 
 use std::{path::Path, sync::OnceLock, time::Duration};
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, process::Stdio};
+
+use tokio::{
+    io::{AsyncBufReadExt, BufReader, Lines},
+    process::{Child, ChildStdout, Command},
+};
 
 use futures::{SinkExt, StreamExt};
 use helpline::{
@@ -45,8 +50,8 @@ fn server_url() -> &'static str {
     })
 }
 
-fn database_url(name: &str) -> String {
-    let mut url = reqwest::Url::parse(server_url()).expect("database URL");
+fn database_url(server: &str, name: &str) -> String {
+    let mut url = reqwest::Url::parse(server).expect("database URL");
     url.set_path(&format!("/{name}"));
     url.to_string()
 }
@@ -100,10 +105,16 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    spawn_app_on(server_url(), options).await
+}
+
+/// Like `spawn_app_with`, on the PostgreSQL server at `server` (a URL to any
+/// database there).
+pub async fn spawn_app_on(server: &str, options: TestOptions) -> TestApp {
     let quiet = std::env::var_os("TEST_LOG").is_none();
     helpline::telemetry::init(if quiet { "off" } else { "info" });
     let name = format!("helpline_test_{}", Uuid::new_v4().simple());
-    storage::ensure_database(server_url(), &name)
+    storage::ensure_database(server, &name)
         .await
         .expect("create test database");
 
@@ -117,7 +128,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .expect("simulator")
         .addr;
     let app = start_instance(
-        &database_url(&name),
+        &database_url(server, &name),
         sim,
         sim_addr,
         secret_text,
@@ -452,4 +463,71 @@ impl ChatSocket {
             }
         }
     }
+}
+
+/// Runs the binary with only PATH and `env`, and returns its stdout lines up
+/// to the first containing `last`.
+pub async fn run_binary(args: &[&str], env: &[(&str, String)], last: &str) -> (Child, Vec<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_helpline"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start helpline");
+    let mut lines: Lines<BufReader<ChildStdout>> =
+        BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut report = Vec::new();
+    // initdb on a first start takes a few seconds.
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let done = line.contains(last);
+            report.push(line);
+            if done {
+                return;
+            }
+        }
+        panic!("helpline exited before printing {last:?}");
+    };
+    tokio::time::timeout(Duration::from_secs(90), read)
+        .await
+        .expect("start-up report in time");
+    // Keep draining stdout so the process never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, report)
+}
+
+pub fn terminate(child: &Child) {
+    let pid = child.id().expect("running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+}
+
+/// `kill -9`: no goodbye, no draining.
+pub fn kill(child: &Child) {
+    let pid = child.id().expect("running") as i32;
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Runs a `helpline` command to completion; returns its exit status and output.
+pub async fn run_cli(
+    args: &[&str],
+    env: &[(&str, String)],
+) -> (std::process::ExitStatus, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_helpline"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .await
+        .expect("run helpline");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status, stdout, stderr)
 }

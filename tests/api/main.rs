@@ -5,6 +5,8 @@ mod helpers;
 
 mod browser;
 mod conversation_flow;
+mod crashes;
+mod dead_letters;
 mod faults;
 mod instances;
 mod processes;

@@ -1,15 +1,12 @@
 //! The real binary, as operators run it: the README's first command with no
 //! configuration at all, and `helpline sim` as a separate OpenAI.
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{path::Path, time::Duration};
 
-use tokio::{
-    io::{AsyncBufReadExt, BufReader, Lines},
-    process::{Child, ChildStdout, Command},
-};
+use tokio::process::Child;
 use tokio_tungstenite::tungstenite::{protocol::frame::coding::CloseCode, Message as WsMessage};
 
-use crate::helpers::{ChatSocket, Visitor};
+use crate::helpers::{run_binary as run, terminate, ChatSocket, Visitor};
 use futures::StreamExt;
 
 /// Starts `helpline` with an empty environment but PATH and the data
@@ -27,47 +24,6 @@ async fn start(data_dir: &Path) -> (Child, Vec<String>, String) {
         .trim_end_matches('/')
         .to_owned();
     (child, report, base_url)
-}
-
-/// Runs the binary with only PATH and `env`, and returns its stdout lines up
-/// to the first containing `last`.
-async fn run(args: &[&str], env: &[(&str, String)], last: &str) -> (Child, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_helpline"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start helpline");
-    let mut lines: Lines<BufReader<ChildStdout>> =
-        BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut report = Vec::new();
-    // initdb on a first start takes a few seconds.
-    let read = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let done = line.contains(last);
-            report.push(line);
-            if done {
-                return;
-            }
-        }
-        panic!("helpline exited before printing {last:?}");
-    };
-    tokio::time::timeout(Duration::from_secs(90), read)
-        .await
-        .expect("start-up report in time");
-    // Keep draining stdout so the process never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, report)
-}
-
-fn terminate(child: &Child) {
-    let pid = child.id().expect("running") as i32;
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
 }
 
 #[tokio::test]
