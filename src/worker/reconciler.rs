@@ -45,36 +45,55 @@ async fn reconcile(state: &AppState, turn: Turn) {
     let Some(response_id) = turn.response_id.as_deref() else {
         return;
     };
-    let response = match state.ai.fetch_response(response_id).await {
-        Ok(response) => response,
+    let started = turn.started_at.unwrap_or(turn.created_at);
+    let running_for = (chrono::Utc::now() - started).to_std().unwrap_or_default();
+    let past_deadline = running_for >= state.config.delivery.response_deadline;
+    let result = match state.ai.fetch_response(response_id).await {
+        Ok(response) if response.outcome != Outcome::Running => {
+            tracing::info!(outcome = ?response.outcome, "webhook missing; finishing the turn from the response");
+            finish_from_response(state, turn.id, &response).await
+        }
+        Ok(_) if past_deadline => {
+            tracing::warn!(?running_for, "response past its deadline; cancelling it");
+            if let Err(e) = state.ai.cancel_response(response_id).await {
+                tracing::warn!(error = %e, "cancel failed; the turn is ended all the same");
+            }
+            give_up(
+                state,
+                &turn,
+                "no answer within the response deadline; cancelled",
+            )
+            .await
+        }
+        // OpenAI unreachable for the whole deadline: the customer is not
+        // left waiting for ever.
+        Err(e) if past_deadline => {
+            tracing::warn!(error = %e, "response unreachable past its deadline; giving up");
+            give_up(
+                state,
+                &turn,
+                "OpenAI unreachable until the response deadline",
+            )
+            .await
+        }
+        Ok(_) => return,
         Err(e) => {
             // Looked at again after the next interval.
             tracing::warn!(error = %e, "reconciler could not fetch the response");
             return;
         }
     };
-    let result = if response.outcome != Outcome::Running {
-        tracing::info!(outcome = ?response.outcome, "webhook missing; finishing the turn from the response");
-        finish_from_response(state, turn.id, &response).await
-    } else {
-        let started = turn.started_at.unwrap_or(turn.created_at);
-        let running_for = (chrono::Utc::now() - started).to_std().unwrap_or_default();
-        if running_for < state.config.delivery.response_deadline {
-            return;
-        }
-        tracing::warn!(?running_for, "response past its deadline; cancelling it");
-        if let Err(e) = state.ai.cancel_response(response_id).await {
-            tracing::warn!(error = %e, "cancel failed; the turn is ended all the same");
-        }
-        let end = TurnEnd {
-            status: TurnStatus::Failed,
-            response_id: Some(response_id),
-            replies: &[],
-            problem: Some("no answer within the response deadline; cancelled"),
-        };
-        finish_turn(state, turn.id, end).await
-    };
     if let Err(e) = result {
         tracing::error!(error = %e, "reconciler could not finish the turn");
     }
+}
+
+async fn give_up(state: &AppState, turn: &Turn, problem: &str) -> Result<(), sqlx::Error> {
+    let end = TurnEnd {
+        status: TurnStatus::Failed,
+        response_id: turn.response_id.as_deref(),
+        replies: &[],
+        problem: Some(problem),
+    };
+    finish_turn(state, turn.id, end).await
 }

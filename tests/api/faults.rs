@@ -374,3 +374,22 @@ async fn a_turn_that_cannot_be_started_within_its_budget_is_handed_to_people() {
     let frames = ask(&mut socket, "f-2", "hello again").await;
     assert_eq!(answers(&frames)[0].0, "assistant", "{frames:?}");
 }
+
+#[tokio::test]
+async fn a_response_that_cannot_be_looked_up_until_its_deadline_is_handed_to_people() {
+    // No webhook, and OpenAI never answers a lookup: the customer is not left
+    // waiting for ever.
+    let behaviour = Behaviour {
+        webhook_drop_rate: 1.0,
+        retrieve_failures: u32::MAX,
+        ..Behaviour::default()
+    };
+    let app = app_with(
+        behaviour,
+        &[("HELPLINE_RESPONSE_DEADLINE_SECS", "1".into())],
+    )
+    .await;
+    let mut socket = connected(&app).await;
+    let frames = ask(&mut socket, "f-1", "hello").await;
+    assert_handed_to_people(&app, &frames).await;
+}
