@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
+    agents::frames as agent_frames,
     chat::frames::{AssistantStatus, ServerFrame},
     storage::conversations::{self, Message},
 };
@@ -40,6 +41,8 @@ pub const WORK_CHANNEL: &str = "helpline_work";
 /// announced by seq only and read back from the database.
 const MAX_INLINE_PAYLOAD: usize = 7900;
 const CHANNEL_CAPACITY: usize = 256;
+/// Agents watch every conversation at once: a deeper buffer.
+const AGENT_CHANNEL_CAPACITY: usize = 4096;
 
 /// What a socket receives from the hub.
 #[derive(Debug, Clone)]
@@ -53,9 +56,27 @@ pub enum Delivery {
     Resync,
 }
 
-#[derive(Clone, Default)]
+/// What an agent socket receives: every conversation's items, each with
+/// the conversation it belongs to (`seq` in a `Message` is the `agent_seq`).
+#[derive(Debug, Clone)]
+pub struct AgentDelivery {
+    pub conversation_id: Option<Uuid>,
+    pub delivery: Delivery,
+}
+
+#[derive(Clone)]
 pub struct Hub {
     topics: Arc<RwLock<HashMap<Uuid, broadcast::Sender<Delivery>>>>,
+    agents: broadcast::Sender<AgentDelivery>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Self {
+            topics: Arc::default(),
+            agents: broadcast::channel(AGENT_CHANNEL_CAPACITY).0,
+        }
+    }
 }
 
 /// A socket's interest in one conversation; unsubscribes when dropped.
@@ -87,6 +108,11 @@ impl Hub {
             .cloned()
     }
 
+    /// Every agent item and status, of every conversation.
+    pub fn subscribe_agents(&self) -> broadcast::Receiver<AgentDelivery> {
+        self.agents.subscribe()
+    }
+
     /// Number of conversations with at least one local socket.
     pub fn watched(&self) -> usize {
         self.topics.read().expect("hub lock").len()
@@ -96,6 +122,10 @@ impl Hub {
         for sender in self.topics.read().expect("hub lock").values() {
             let _ = sender.send(Delivery::Resync);
         }
+        let _ = self.agents.send(AgentDelivery {
+            conversation_id: None,
+            delivery: Delivery::Resync,
+        });
     }
 }
 
@@ -114,43 +144,82 @@ impl Drop for Subscription {
 #[derive(Deserialize)]
 struct Notification<'a> {
     c: Uuid,
+    /// Set for the agents' audience; `seq` is then the `agent_seq`.
+    #[serde(default)]
+    a: bool,
     seq: Option<i64>,
     #[serde(borrow)]
     f: Option<&'a RawValue>,
 }
 
-/// Announces a stored message; delivered when the transaction commits.
+/// Announces a stored item to agents, and to the customer's sockets if it
+/// is public; delivered when the transaction commits.
 pub async fn publish_message(
     conn: &mut PgConnection,
     message: &Message,
 ) -> Result<(), sqlx::Error> {
-    let frame = ServerFrame::from(message).to_json();
-    let mut payload = format!(
-        r#"{{"c":"{}","seq":{},"f":{frame}}}"#,
-        message.conversation_id, message.seq
+    let c = message.conversation_id;
+    let agent_frame = agent_frames::item(message);
+    let mut agents = format!(
+        r#"{{"c":"{c}","a":true,"seq":{},"f":{agent_frame}}}"#,
+        message.agent_seq
     );
-    if payload.len() > MAX_INLINE_PAYLOAD {
-        payload = format!(
-            r#"{{"c":"{}","seq":{}}}"#,
-            message.conversation_id, message.seq
-        );
+    if agents.len() > MAX_INLINE_PAYLOAD {
+        agents = format!(r#"{{"c":"{c}","a":true,"seq":{}}}"#, message.agent_seq);
     }
-    notify(conn, FRAMES_CHANNEL, &payload).await
+    let Some(seq) = message.seq else {
+        return notify(conn, FRAMES_CHANNEL, &agents).await;
+    };
+    let frame = ServerFrame::from(message).to_json();
+    let mut customers = format!(r#"{{"c":"{c}","seq":{seq},"f":{frame}}}"#);
+    if customers.len() > MAX_INLINE_PAYLOAD {
+        customers = format!(r#"{{"c":"{c}","seq":{seq}}}"#);
+    }
+    notify_both(conn, &customers, &agents).await
 }
 
-/// Announces the assistant's state; delivered when the transaction commits.
+/// Announces the assistant's state to the conversation's sockets and to
+/// agents; delivered when the transaction commits.
 pub async fn publish_status(
     conn: &mut PgConnection,
     conversation_id: Uuid,
     status: AssistantStatus,
 ) -> Result<(), sqlx::Error> {
+    let c = conversation_id;
     let frame = ServerFrame::Status { assistant: status }.to_json();
+    let agent_frame = agent_frames::status(conversation_id, status);
+    let customers = format!(r#"{{"c":"{c}","f":{frame}}}"#);
+    let agents = format!(r#"{{"c":"{c}","a":true,"f":{agent_frame}}}"#);
+    notify_both(conn, &customers, &agents).await
+}
+
+/// Announces an agents-only frame (e.g. a change of state).
+pub async fn publish_to_agents(
+    conn: &mut PgConnection,
+    conversation_id: Uuid,
+    frame: &str,
+) -> Result<(), sqlx::Error> {
     notify(
         conn,
         FRAMES_CHANNEL,
-        &format!(r#"{{"c":"{conversation_id}","f":{frame}}}"#),
+        &format!(r#"{{"c":"{conversation_id}","a":true,"f":{frame}}}"#),
     )
     .await
+}
+
+/// Two notifications in one round trip.
+async fn notify_both(
+    conn: &mut PgConnection,
+    first: &str,
+    second: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT pg_notify($1, $2), pg_notify($1, $3)")
+        .bind(FRAMES_CHANNEL)
+        .bind(first)
+        .bind(second)
+        .execute(conn)
+        .await?;
+    Ok(())
 }
 
 pub async fn notify(
@@ -240,18 +309,47 @@ fn handle_frame(pool: &PgPool, hub: &Hub, payload: &str) {
         tracing::warn!(payload, "ignoring a malformed frame notification");
         return;
     };
+    let frame = n.f.map(|f| Utf8Bytes::from(f.get().to_owned()));
+    if n.a {
+        if hub.agents.receiver_count() == 0 {
+            return;
+        }
+        let agents = hub.agents.clone();
+        let send = move |delivery| {
+            let _ = agents.send(AgentDelivery {
+                conversation_id: Some(n.c),
+                delivery,
+            });
+        };
+        match (n.seq, frame) {
+            (Some(seq), Some(frame)) => send(Delivery::Message { seq, frame }),
+            (None, Some(frame)) => send(Delivery::Ephemeral(frame)),
+            (Some(seq), None) => {
+                // Too big to inline: read it back, off the listener's path.
+                let (pool, conversation_id) = (pool.clone(), n.c);
+                tokio::spawn(async move {
+                    match conversations::item_at(&pool, conversation_id, seq).await {
+                        Ok(Some(m)) => send(Delivery::Message {
+                            seq,
+                            frame: agent_frames::item(&m).into(),
+                        }),
+                        _ => send(Delivery::Resync),
+                    }
+                });
+            }
+            (None, None) => {}
+        }
+        return;
+    }
     let Some(sender) = hub.sender(n.c) else {
         return;
     };
-    match (n.seq, n.f) {
+    match (n.seq, frame) {
         (Some(seq), Some(frame)) => {
-            let _ = sender.send(Delivery::Message {
-                seq,
-                frame: Utf8Bytes::from(frame.get().to_owned()),
-            });
+            let _ = sender.send(Delivery::Message { seq, frame });
         }
         (None, Some(frame)) => {
-            let _ = sender.send(Delivery::Ephemeral(Utf8Bytes::from(frame.get().to_owned())));
+            let _ = sender.send(Delivery::Ephemeral(frame));
         }
         (Some(seq), None) => {
             // Too big to inline: read it back, off the listener's path.

@@ -11,9 +11,11 @@
 //! that speaks its wire format, used by the demo mode and the tests.
 
 pub mod admin;
+pub mod agents;
 pub mod ai;
 pub mod chat;
 pub mod config;
+pub mod conversation;
 pub mod error;
 pub mod hub;
 pub mod simulator;

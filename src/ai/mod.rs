@@ -15,7 +15,8 @@ use async_openai::{
     middleware::HttpRequestFactory,
     types::responses::{
         CreateConversationRequest, CreateResponseArgs, EasyInputContent, EasyInputMessage,
-        InputItem, InputParam, MessageType, OutputItem, OutputMessageContent, Role, Status,
+        FunctionTool, InputItem, InputParam, MessageType, OutputItem, OutputMessageContent, Role,
+        Status, Tool,
     },
     Client,
 };
@@ -25,6 +26,8 @@ use crate::config::AiSettings;
 
 pub const META_CONVERSATION: &str = "helpline_conversation";
 pub const META_TURN: &str = "helpline_turn";
+/// The function every response offers the model, to hand over to a person.
+pub const HANDOFF_TOOL: &str = "handoff_to_human";
 
 #[derive(Clone)]
 pub struct AiClient {
@@ -51,6 +54,13 @@ pub struct Reply {
     pub text: String,
 }
 
+/// The model called `handoff_to_human`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handoff {
+    pub call_id: String,
+    pub reason: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct FetchedResponse {
     pub id: String,
@@ -60,6 +70,9 @@ pub struct FetchedResponse {
     pub replies: Vec<Reply>,
     /// Why it failed or stopped short, when it did.
     pub problem: Option<String>,
+    pub handoff: Option<Handoff>,
+    /// The OpenAI Conversation it ran on.
+    pub conversation: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -234,6 +247,7 @@ impl AiClient {
             .background(true)
             .store(true)
             .metadata(metadata)
+            .tools(vec![handoff_tool()])
             .build()?;
         Ok(self.client.responses().create(request).await?.id)
     }
@@ -286,12 +300,71 @@ impl AiClient {
                     .as_ref()
                     .map(|d| format!("incomplete: {}", d.reason))
             });
+        let handoff = response.output.iter().find_map(|item| match item {
+            OutputItem::FunctionCall(call) if call.name == HANDOFF_TOOL => {
+                let arguments: serde_json::Value =
+                    serde_json::from_str(&call.arguments).unwrap_or_default();
+                let reason = arguments["reason"]
+                    .as_str()
+                    .unwrap_or("no reason given")
+                    .to_owned();
+                Some(Handoff {
+                    call_id: call.call_id.clone(),
+                    reason,
+                })
+            }
+            _ => None,
+        });
         Ok(FetchedResponse {
             id: response.id,
             outcome,
             turn_id,
             replies,
             problem,
+            handoff,
+            conversation: response.conversation.map(|c| c.id),
         })
     }
+
+    /// Answers a function call on the OpenAI Conversation (`POST
+    /// /conversations/{id}/items` with a `function_call_output`), so the
+    /// conversation stays consistent for the next response.
+    #[tracing::instrument(skip(self, output))]
+    pub async fn answer_function_call(
+        &self,
+        conversation: &str,
+        call_id: &str,
+        output: &str,
+    ) -> Result<(), AiError> {
+        let items = serde_json::json!({
+            "items": [{ "type": "function_call_output", "call_id": call_id, "output": output }]
+        });
+        let _: serde_json::Value = self
+            .client
+            .conversations()
+            .items(conversation)
+            .create_byot(items)
+            .await?;
+        Ok(())
+    }
+}
+
+/// `handoff_to_human(reason)`: offered with every response.
+fn handoff_tool() -> Tool {
+    Tool::Function(FunctionTool {
+        name: HANDOFF_TOOL.to_owned(),
+        description: Some(
+            "Hand the conversation over to a human support agent. Call it when the customer asks \
+             for a person, or when you cannot help."
+                .to_owned(),
+        ),
+        parameters: Some(serde_json::json!({
+            "type": "object",
+            "properties": { "reason": { "type": "string", "description": "Why a person is needed" } },
+            "required": ["reason"],
+            "additionalProperties": false,
+        })),
+        strict: Some(true),
+        ..Default::default()
+    })
 }

@@ -133,6 +133,9 @@ pub struct MessageFrame<'a> {
     pub role: Role,
     pub text: &'a str,
     pub client_id: Option<&'a str>,
+    /// The agent's name, on agent messages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<&'a str>,
     pub created_at: String,
 }
 
@@ -142,14 +145,18 @@ impl ServerFrame<'_> {
     }
 }
 
+/// Customer frames are built from public messages only (internal items have
+/// no customer `seq`; the queries that feed sockets never return them).
 impl<'a> From<&'a Message> for ServerFrame<'a> {
     fn from(m: &'a Message) -> Self {
+        debug_assert!(!m.internal, "internal items never reach customers");
         ServerFrame::Message(MessageFrame {
-            seq: m.seq,
+            seq: m.seq.unwrap_or_default(),
             id: m.id,
             role: m.role,
             text: &m.body,
             client_id: m.client_id.as_deref(),
+            author: m.author_name.as_deref(),
             created_at: m.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
         })
     }

@@ -17,6 +17,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
+    conversation::{self, Action, Actor, TransitionError},
     error::ApiError,
     hub,
     state::AppState,
@@ -72,13 +73,23 @@ pub async fn receive_customer_message(
     text: &str,
 ) -> Result<Received, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // A resolved conversation opens again when the customer writes.
+    if conversation::lock_state(&mut tx, conversation_id).await? == conversation::State::Resolved {
+        let reopened = conversation::transition(
+            &mut tx,
+            conversation_id,
+            Action::CustomerReturned,
+            Actor::Customer,
+            None,
+        )
+        .await;
+        if let Err(TransitionError::Database(e)) = reopened {
+            return Err(e);
+        }
+    }
     let new = NewMessage {
-        conversation_id,
-        role: Role::Customer,
-        body: text,
         client_id: Some(client_id),
-        openai_item_id: None,
-        turn_id: None,
+        ..NewMessage::public(conversation_id, Role::Customer, text)
     };
     let Some(message) = conversations::append(&mut tx, new).await? else {
         tx.rollback().await?;

@@ -185,7 +185,7 @@ async fn read_frames(
                     .await
                 {
                     Ok(Received::New(m)) => Delivery::Message {
-                        seq: m.seq,
+                        seq: m.seq.unwrap_or_default(),
                         frame: ServerFrame::from(&m).to_json().into(),
                     },
                     // Sent even if this socket has shown it: it answers the retry.
@@ -318,7 +318,7 @@ impl Writer {
             conversations::messages_after(&self.pool, self.conversation_id, self.last_seq).await?
         {
             self.send(ServerFrame::from(&m).to_json()).await?;
-            self.last_seq = m.seq;
+            self.last_seq = m.seq.unwrap_or(self.last_seq);
         }
         Ok(())
     }

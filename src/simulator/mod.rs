@@ -129,6 +129,10 @@ impl Simulator {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/conversations", post(create_conversation))
+            .route(
+                "/v1/conversations/{id}/items",
+                post(create_conversation_items),
+            )
             .route("/v1/responses", post(create_response))
             .route("/v1/responses/{id}", get(retrieve_response))
             .route("/v1/responses/{id}/cancel", post(cancel_response))
@@ -229,13 +233,25 @@ impl Simulator {
 fn answer(response: &mut Value) -> Value {
     let inputs = user_texts(&response["_input"]);
     let text = replies::answer(&inputs);
-    let message = json!({
-        "type": "message",
-        "id": format!("msg_{}", random_hex(24)),
-        "status": "completed",
-        "role": "assistant",
-        "content": [{ "type": "output_text", "text": text, "annotations": [], "logprobs": [] }],
-    });
+    let message = if response["_offers_handoff"] == true && replies::wants_a_person(&inputs) {
+        // As a model would: call the tool rather than answer.
+        json!({
+            "type": "function_call",
+            "id": format!("fc_{}", random_hex(24)),
+            "call_id": format!("call_{}", random_hex(12)),
+            "name": "handoff_to_human",
+            "arguments": json!({ "reason": "the customer asked for a person" }).to_string(),
+            "status": "completed",
+        })
+    } else {
+        json!({
+            "type": "message",
+            "id": format!("msg_{}", random_hex(24)),
+            "status": "completed",
+            "role": "assistant",
+            "content": [{ "type": "output_text", "text": text, "annotations": [], "logprobs": [] }],
+        })
+    };
     let input_tokens = inputs
         .iter()
         .map(|t| t.split_whitespace().count())
@@ -382,11 +398,18 @@ async fn create_response(
         "top_p": 1.0,
         "metadata": metadata,
     });
-    if let Some(conversation_id) = conversation_id {
+    if let Some(conversation_id) = &conversation_id {
         response["conversation"] = json!({ "id": conversation_id });
+    }
+    if let Some(id) = &conversation_id {
+        if let Some(call_id) = unanswered_call(&sim.lock().conversations[id]) {
+            let message = format!("No tool output found for function call {call_id}.");
+            return api_error(StatusCode::BAD_REQUEST, &message, Some("input"));
+        }
     }
     let mut stored = response.clone();
     stored["_input"] = input;
+    stored["_offers_handoff"] = json!(offers_handoff(&body["tools"]));
     let behaviour = {
         let mut state = sim.lock();
         state.responses.insert(id.clone(), stored);
@@ -495,6 +518,88 @@ async fn put_behaviour(
 ) -> Json<Behaviour> {
     sim.set_behaviour(behaviour.clone());
     Json(behaviour)
+}
+
+/// `POST /v1/conversations/{id}/items`: adds items (e.g. a
+/// `function_call_output`) without running the model.
+async fn create_conversation_items(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    sim.record(
+        "POST",
+        format!("/v1/conversations/{id}/items"),
+        body.clone(),
+    );
+    if let Err(e) = authorize(&headers) {
+        return e.into_response();
+    }
+    let Some(items) = body["items"]
+        .as_array()
+        .filter(|items| !items.is_empty() && items.len() <= 20)
+    else {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "'items' must hold 1 to 20 items.",
+            Some("items"),
+        );
+    };
+    let mut added = Vec::new();
+    let mut state = sim.lock();
+    let Some(conversation) = state.conversations.get_mut(&id) else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            &format!("Conversation with id '{id}' not found."),
+            None,
+        );
+    };
+    for item in items {
+        let mut item = item.clone();
+        let prefix = if item["type"] == "function_call_output" {
+            "fco"
+        } else {
+            "item"
+        };
+        item["id"] = json!(format!("{prefix}_{}", random_hex(24)));
+        item["status"] = json!("completed");
+        conversation["_items"]
+            .as_array_mut()
+            .expect("items array")
+            .push(item.clone());
+        added.push(item);
+    }
+    let (first, last) = (
+        added.first().map(|i| i["id"].clone()),
+        added.last().map(|i| i["id"].clone()),
+    );
+    Json(json!({ "object": "list", "data": added, "first_id": first, "last_id": last, "has_more": false }))
+        .into_response()
+}
+
+/// A function call on the conversation that no `function_call_output`
+/// answers yet (OpenAI refuses to run a response then).
+fn unanswered_call(conversation: &Value) -> Option<String> {
+    let items = conversation["_items"].as_array()?;
+    let answered = |call_id: &Value| {
+        items
+            .iter()
+            .any(|i| i["type"] == "function_call_output" && &i["call_id"] == call_id)
+    };
+    items
+        .iter()
+        .filter(|i| i["type"] == "function_call")
+        .find(|call| !answered(&call["call_id"]))
+        .and_then(|call| call["call_id"].as_str().map(str::to_owned))
+}
+
+fn offers_handoff(tools: &Value) -> bool {
+    tools.as_array().is_some_and(|tools| {
+        tools
+            .iter()
+            .any(|t| t["type"] == "function" && t["name"] == "handoff_to_human")
+    })
 }
 
 /// The object as the API shows it: without the simulator's private fields.

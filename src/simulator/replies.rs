@@ -28,6 +28,22 @@ const FAQ: &[(&[&str], &str)] = &[
     ),
 ];
 
+/// Whether the customer asks for a person (the simulator then calls the
+/// `handoff_to_human` tool, as a model would).
+pub fn wants_a_person(messages: &[String]) -> bool {
+    let text = messages.join(" ").to_lowercase();
+    [
+        "human",
+        "a person",
+        "real person",
+        "an agent",
+        "someone real",
+        "speak to someone",
+    ]
+    .iter()
+    .any(|k| text.contains(k))
+}
+
 /// The answer to the customer messages of one turn.
 pub fn answer(messages: &[String]) -> String {
     let question = messages.join("\n");

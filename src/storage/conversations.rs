@@ -13,17 +13,28 @@ pub enum Role {
     Assistant,
     Agent,
     System,
+    /// An agent's internal note.
+    Note,
+    /// A change of state: who, why (in `event`).
+    Event,
 }
 
-/// A stored message. `seq` numbers the messages of one conversation 1, 2, 3…
+/// A stored transcript item. Agents see every item, numbered by
+/// `agent_seq`; customers see the public ones, numbered by `seq`. Both
+/// count 1, 2, 3… per conversation with no gaps.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Message {
     pub id: Uuid,
     pub conversation_id: Uuid,
-    pub seq: i64,
+    /// `None` for internal items.
+    pub seq: Option<i64>,
+    pub agent_seq: i64,
     pub role: Role,
     pub body: String,
     pub client_id: Option<String>,
+    pub internal: bool,
+    pub author_name: Option<String>,
+    pub event: Option<sqlx::types::Json<serde_json::Value>>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -35,9 +46,38 @@ pub struct NewMessage<'a> {
     pub client_id: Option<&'a str>,
     pub openai_item_id: Option<&'a str>,
     pub turn_id: Option<Uuid>,
+    pub internal: bool,
+    pub author: Option<(Uuid, &'a str)>,
+    pub event: Option<serde_json::Value>,
 }
 
-const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, body, client_id, created_at";
+impl<'a> NewMessage<'a> {
+    /// A message the customer sees.
+    pub fn public(conversation_id: Uuid, role: Role, body: &'a str) -> Self {
+        Self {
+            conversation_id,
+            role,
+            body,
+            client_id: None,
+            openai_item_id: None,
+            turn_id: None,
+            internal: false,
+            author: None,
+            event: None,
+        }
+    }
+
+    /// An item only agents see.
+    pub fn internal(conversation_id: Uuid, role: Role, body: &'a str) -> Self {
+        Self {
+            internal: true,
+            ..Self::public(conversation_id, role, body)
+        }
+    }
+}
+
+const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, seq, agent_seq, role, body, client_id, internal, author_name, event, created_at";
 
 pub async fn create_visitor(pool: &PgPool, token_hash: &[u8]) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
@@ -98,20 +138,26 @@ pub async fn lock(conn: &mut PgConnection, conversation_id: Uuid) -> Result<(), 
     Ok(())
 }
 
-/// Appends a message with the next seq, in one statement. Returns `None`
+/// Appends an item with the next seqs, in one statement. Returns `None`
 /// when a unique key (client_id, OpenAI item id) says it is already stored;
-/// the caller must then roll back, since the seq was taken.
+/// the caller must then roll back, since the seqs were taken.
 pub async fn append(
     conn: &mut PgConnection,
     m: NewMessage<'_>,
 ) -> Result<Option<Message>, sqlx::Error> {
     sqlx::query_as(&format!(
         "WITH next AS (
-             UPDATE conversations SET last_seq = last_seq + 1, updated_at = now()
-             WHERE id = $2 RETURNING last_seq
+             UPDATE conversations SET
+                 last_seq = last_seq + CASE WHEN $9 THEN 0 ELSE 1 END,
+                 last_agent_seq = last_agent_seq + 1,
+                 updated_at = now()
+             WHERE id = $2 RETURNING last_seq, last_agent_seq
          )
-         INSERT INTO messages (id, conversation_id, seq, role, body, client_id, openai_item_id, turn_id)
-         SELECT $1, $2, next.last_seq, $3, $4, $5, $6, $7 FROM next
+         INSERT INTO messages (id, conversation_id, seq, agent_seq, role, body, client_id,
+                               openai_item_id, turn_id, internal, author_agent_id, author_name, event)
+         SELECT $1, $2, CASE WHEN $9 THEN NULL ELSE next.last_seq END, next.last_agent_seq,
+                $3, $4, $5, $6, $7, $9, $8, $10, $11
+         FROM next
          ON CONFLICT DO NOTHING
          RETURNING {MESSAGE_COLUMNS}"
     ))
@@ -122,6 +168,10 @@ pub async fn append(
     .bind(m.client_id)
     .bind(m.openai_item_id)
     .bind(m.turn_id)
+    .bind(m.author.map(|(id, _)| id))
+    .bind(m.internal)
+    .bind(m.author.map(|(_, name)| name))
+    .bind(m.event.map(sqlx::types::Json))
     .fetch_optional(conn)
     .await
 }
@@ -170,6 +220,37 @@ pub async fn message_at(
     .await
 }
 
+/// The transcript item numbered `agent_seq`.
+pub async fn item_at(
+    pool: &PgPool,
+    conversation_id: Uuid,
+    agent_seq: i64,
+) -> Result<Option<Message>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND agent_seq = $2"
+    ))
+    .bind(conversation_id)
+    .bind(agent_seq)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Every transcript item after `after_agent_seq`, in order (what agents see).
+pub async fn items_after(
+    pool: &PgPool,
+    conversation_id: Uuid,
+    after_agent_seq: i64,
+) -> Result<Vec<Message>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages
+         WHERE conversation_id = $1 AND agent_seq > $2 ORDER BY agent_seq"
+    ))
+    .bind(conversation_id)
+    .bind(after_agent_seq)
+    .fetch_all(pool)
+    .await
+}
+
 /// Customer messages with seq in `first..=last`, the input of one AI turn.
 pub async fn customer_texts(
     pool: &PgPool,
@@ -214,21 +295,6 @@ pub async fn set_openai_conversation_id(
     .bind(openai_id)
     .fetch_one(pool)
     .await
-}
-
-/// Flags the conversation for a person, unless one already owns it.
-pub async fn mark_needs_human(
-    conn: &mut PgConnection,
-    conversation_id: Uuid,
-) -> Result<bool, sqlx::Error> {
-    let changed = sqlx::query(
-        "UPDATE conversations SET state = 'needs_human', state_changed_at = now()
-         WHERE id = $1 AND state = 'bot'",
-    )
-    .bind(conversation_id)
-    .execute(conn)
-    .await?;
-    Ok(changed.rows_affected() > 0)
 }
 
 pub async fn state(pool: &PgPool, conversation_id: Uuid) -> Result<String, sqlx::Error> {

@@ -41,14 +41,15 @@ const TURN_COLUMNS: &str =
     "id, conversation_id, status, first_seq, last_seq, response_id, attempts, created_at, started_at";
 
 /// Starts a turn for the customer messages no turn has taken yet, unless one
-/// is active. Call with the conversation locked. Returns whether it did.
+/// is active or a person owns the conversation. Call with the conversation
+/// locked. Returns whether it did.
 pub async fn schedule(conn: &mut PgConnection, conversation_id: Uuid) -> Result<bool, sqlx::Error> {
     let scheduled: Option<i64> = sqlx::query_scalar(
         "WITH waiting AS (
              SELECT c.ai_cursor, max(m.seq) AS last
              FROM conversations c
              JOIN messages m ON m.conversation_id = c.id AND m.role = 'customer' AND m.seq > c.ai_cursor
-             WHERE c.id = $1
+             WHERE c.id = $1 AND c.state IN ('bot', 'needs_human')
              GROUP BY c.ai_cursor
          ), created AS (
              INSERT INTO turns (id, conversation_id, first_seq, last_seq)

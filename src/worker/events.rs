@@ -3,12 +3,24 @@
 
 use std::time::Duration;
 
-use super::{backoff, turns::finish_from_response};
+use super::{
+    backoff,
+    turns::{finish_from_response, TurnError},
+};
 use crate::{
     ai::{AiError, Outcome},
     state::AppState,
     storage::{inbox, inbox::Event, turns},
 };
+
+impl From<TurnError> for ProcessError {
+    fn from(e: TurnError) -> Self {
+        match e {
+            TurnError::Ai(e) => Self::Ai(e),
+            TurnError::Database(e) => Self::Database(e),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 enum ProcessError {

@@ -3,11 +3,11 @@
 //! webhook would have been; responses still running past the deadline are
 //! cancelled and handled as failed.
 
-use super::turns::{finish_from_response, finish_turn, TurnEnd};
+use super::turns::{finish_from_response, finish_turn, TurnEnd, TurnError};
 use crate::{
     ai::Outcome,
     state::AppState,
-    storage::turns::{self, Turn, TurnStatus},
+    storage::turns::{self, Turn},
 };
 
 /// Turns looked at per round, per instance.
@@ -88,12 +88,11 @@ async fn reconcile(state: &AppState, turn: Turn) {
     }
 }
 
-async fn give_up(state: &AppState, turn: &Turn, problem: &str) -> Result<(), sqlx::Error> {
-    let end = TurnEnd {
-        status: TurnStatus::Failed,
-        response_id: turn.response_id.as_deref(),
-        replies: &[],
-        problem: Some(problem),
-    };
-    finish_turn(state, turn.id, end).await
+async fn give_up(state: &AppState, turn: &Turn, problem: &str) -> Result<(), TurnError> {
+    Ok(finish_turn(
+        state,
+        turn.id,
+        TurnEnd::failed(turn.response_id.as_deref(), problem),
+    )
+    .await?)
 }

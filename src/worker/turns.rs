@@ -9,6 +9,7 @@ use super::{backoff, wake};
 use crate::{
     ai::{AiError, FetchedResponse, Outcome, Reply},
     chat::frames::AssistantStatus,
+    conversation::{self, Action, Actor, State, TransitionError},
     hub,
     state::AppState,
     storage::{
@@ -18,14 +19,14 @@ use crate::{
 };
 
 #[derive(Debug, thiserror::Error)]
-enum StartError {
+pub(super) enum TurnError {
     #[error(transparent)]
     Ai(#[from] AiError),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
 
-impl StartError {
+impl TurnError {
     fn is_transient(&self) -> bool {
         match self {
             Self::Ai(e) => e.is_transient(),
@@ -47,6 +48,21 @@ pub struct TurnEnd<'a> {
     pub response_id: Option<&'a str>,
     pub replies: &'a [Reply],
     pub problem: Option<&'a str>,
+    /// The model called `handoff_to_human`, with this reason.
+    pub handoff: Option<&'a str>,
+}
+
+impl<'a> TurnEnd<'a> {
+    /// Ended without any answer from the AI.
+    pub fn failed(response_id: Option<&'a str>, problem: &'a str) -> Self {
+        Self {
+            status: TurnStatus::Failed,
+            response_id,
+            replies: &[],
+            problem: Some(problem),
+            handoff: None,
+        }
+    }
 }
 
 /// Creates the OpenAI Conversation if needed and starts the background
@@ -78,18 +94,12 @@ pub(super) async fn start(state: &AppState, turn: Turn) {
     }
     tracing::error!(error = %e, attempts = turn.attempts, "giving up on the AI turn");
     let problem = e.to_string();
-    let end = TurnEnd {
-        status: TurnStatus::Failed,
-        response_id: None,
-        replies: &[],
-        problem: Some(&problem),
-    };
-    if let Err(e) = finish_turn(state, turn.id, end).await {
+    if let Err(e) = finish_turn(state, turn.id, TurnEnd::failed(None, &problem)).await {
         tracing::error!(error = %e, "could not record the failed turn; the lease will expire");
     }
 }
 
-async fn try_start(state: &AppState, turn: &Turn) -> Result<(), StartError> {
+async fn try_start(state: &AppState, turn: &Turn) -> Result<(), TurnError> {
     let conversation_id = turn.conversation_id;
     let openai_conversation =
         match conversations::openai_conversation_id(&state.pool, conversation_id).await? {
@@ -114,7 +124,9 @@ async fn try_start(state: &AppState, turn: &Turn) -> Result<(), StartError> {
 
 /// Ends a turn exactly once: stores the replies (or a notice to the
 /// customer), announces them, and starts the next turn if customer messages
-/// have been waiting. A turn that has already ended is left alone.
+/// have been waiting. A turn that has already ended is left alone. If a
+/// person took the conversation over meanwhile, the AI's output is kept as
+/// an internal item and the customer sees nothing of it.
 pub async fn finish_turn(
     state: &AppState,
     turn_id: Uuid,
@@ -129,7 +141,7 @@ pub async fn finish_turn(
     let conversation_id = turn.conversation_id;
     let mut tx = state.pool.begin().await?;
     // Conversation first, then turn: the lock order every writer follows.
-    conversations::lock(&mut tx, conversation_id).await?;
+    let who_speaks = conversation::lock_state(&mut tx, conversation_id).await?;
     if turns::lock(&mut tx, turn_id).await?.status.is_finished() {
         return Ok(());
     }
@@ -137,14 +149,10 @@ pub async fn finish_turn(
 
     let mut stored = Vec::new();
     for reply in end.replies {
-        let new = NewMessage {
-            conversation_id,
-            role: Role::Assistant,
-            body: &reply.text,
-            client_id: None,
-            openai_item_id: Some(&reply.item_id),
-            turn_id: Some(turn_id),
-        };
+        let mut new = NewMessage::public(conversation_id, Role::Assistant, &reply.text);
+        new.internal = !who_speaks.ai_speaks();
+        new.openai_item_id = Some(&reply.item_id);
+        new.turn_id = Some(turn_id);
         // The turn row lock makes this the only writer of these items; a
         // conflict means the data is inconsistent, so undo everything.
         stored.push(
@@ -153,23 +161,33 @@ pub async fn finish_turn(
                 .ok_or(sqlx::Error::RowNotFound)?,
         );
     }
-    // No answer from the AI: the customer is told a person will take over,
-    // and agents see the conversation flagged.
-    if stored.is_empty() {
-        let new = NewMessage {
-            conversation_id,
-            role: Role::System,
-            body: notice(end.status),
-            client_id: None,
-            openai_item_id: None,
-            turn_id: Some(turn_id),
+    if who_speaks.ai_speaks() {
+        // The AI asked for a person, or gave no answer: the customer is told
+        // a person will take over, and agents see the conversation flagged.
+        let handover = match end.handoff {
+            Some(reason) => Some((Action::AiHandoff, Actor::Ai, HANDOFF_NOTICE, Some(reason))),
+            None if stored.is_empty() => Some((
+                Action::TurnFailed,
+                Actor::System,
+                notice(end.status),
+                end.problem,
+            )),
+            None => None,
         };
-        stored.push(
-            conversations::append(&mut tx, new)
-                .await?
-                .ok_or(sqlx::Error::RowNotFound)?,
-        );
-        conversations::mark_needs_human(&mut tx, conversation_id).await?;
+        if let Some((action, actor, text, reason)) = handover {
+            let mut new = NewMessage::public(conversation_id, Role::System, text);
+            new.turn_id = Some(turn_id);
+            stored.push(
+                conversations::append(&mut tx, new)
+                    .await?
+                    .ok_or(sqlx::Error::RowNotFound)?,
+            );
+            if who_speaks == State::Bot {
+                conversation::transition(&mut tx, conversation_id, action, actor, reason)
+                    .await
+                    .map_err(into_sqlx)?;
+            }
+        }
     }
     for message in &stored {
         hub::publish_message(&mut tx, message).await?;
@@ -185,12 +203,41 @@ pub async fn finish_turn(
     Ok(())
 }
 
-/// Finishes a turn as the fetched (finished) response says.
+/// The state was read under the same lock, so only the database can fail.
+fn into_sqlx(e: TransitionError) -> sqlx::Error {
+    match e {
+        TransitionError::Database(e) => e,
+        other => sqlx::Error::Protocol(other.to_string()),
+    }
+}
+
+/// What the customer reads when the AI hands the conversation to a person.
+const HANDOFF_NOTICE: &str =
+    "I'm passing you to a person from our team. They will join this conversation shortly.";
+
+/// What a function call is answered with on the OpenAI conversation.
+const HANDOFF_OUTPUT: &str =
+    "The conversation was handed to the support team; a person will take over.";
+
+/// Finishes a turn as the fetched (finished) response says. A handoff call
+/// is answered on the OpenAI conversation first, so the next response there
+/// finds its output.
 pub(super) async fn finish_from_response(
     state: &AppState,
     turn_id: Uuid,
     response: &FetchedResponse,
-) -> Result<(), sqlx::Error> {
+) -> Result<(), TurnError> {
+    if let (Some(handoff), Some(conversation)) = (&response.handoff, &response.conversation) {
+        let open = turns::find(&state.pool, turn_id)
+            .await?
+            .is_some_and(|t| !t.status.is_finished());
+        if open {
+            state
+                .ai
+                .answer_function_call(conversation, &handoff.call_id, HANDOFF_OUTPUT)
+                .await?;
+        }
+    }
     let status = match response.outcome {
         Outcome::Completed => TurnStatus::Completed,
         Outcome::Failed => TurnStatus::Failed,
@@ -202,8 +249,9 @@ pub(super) async fn finish_from_response(
         response_id: Some(&response.id),
         replies: &response.replies,
         problem: response.problem.as_deref(),
+        handoff: response.handoff.as_ref().map(|h| h.reason.as_str()),
     };
-    finish_turn(state, turn_id, end).await
+    Ok(finish_turn(state, turn_id, end).await?)
 }
 
 /// What the customer reads when a turn produced no answer.

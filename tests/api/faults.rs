@@ -227,10 +227,11 @@ async fn a_create_that_fails_with_a_server_error_is_retried() {
 #[tokio::test]
 async fn a_create_that_times_out_still_gives_exactly_one_reply() {
     // The first response is created but the answer comes too late: Helpline
-    // retries and a second response runs too. Both finish and are
-    // announced; the customer sees one reply.
+    // retries and a second response runs too (the first one is still
+    // running then). Both finish and are announced; the customer sees one
+    // reply.
     let behaviour = Behaviour {
-        reply_delay_ms: 1500,
+        reply_delay_ms: 3000,
         create_failures: 1,
         create_failure: Failure::Timeout { after_ms: 3000 },
         ..Behaviour::default()
