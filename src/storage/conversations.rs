@@ -49,11 +49,57 @@ pub async fn create_visitor(pool: &PgPool, token_hash: &[u8]) -> Result<Uuid, sq
     Ok(id)
 }
 
+/// The visitor of a verified user, created on first use, and one more token
+/// for it: each device of the user gets its own token for the same visitor.
+pub async fn visitor_for_user(
+    pool: &PgPool,
+    user_id: &str,
+    token_hash: &[u8],
+) -> Result<Uuid, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // A concurrent first sign-in of the same user waits here for the other
+    // insert to commit, then finds its row below.
+    let created: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO visitors (id, token_hash, user_id) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(token_hash)
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let id = match created {
+        Some(id) => id,
+        None => {
+            let id: Uuid = sqlx::query_scalar("SELECT id FROM visitors WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO visitor_tokens (token_hash, visitor_id) VALUES ($1, $2)")
+                .bind(token_hash)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            id
+        }
+    };
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// The visitor a token belongs to: the token it was created with, or one of
+/// its further tokens (a verified user's other devices).
 pub async fn find_visitor(pool: &PgPool, token_hash: &[u8]) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM visitors WHERE token_hash = $1")
-        .bind(token_hash)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_scalar(
+        "SELECT id FROM visitors WHERE token_hash = $1
+         UNION ALL
+         SELECT visitor_id FROM visitor_tokens WHERE token_hash = $1
+         LIMIT 1",
+    )
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await
 }
 
 /// The visitor's open conversation, created on first use.
