@@ -91,6 +91,14 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    spawn_app_configured(options, Vec::new()).await
+}
+
+/// With more configuration variables (e.g. `HELPLINE_ALLOWED_ORIGINS`).
+pub async fn spawn_app_configured(
+    options: TestOptions,
+    env: Vec<(&'static str, String)>,
+) -> TestApp {
     helpline::telemetry::init(if std::env::var_os("TEST_LOG").is_some() {
         "info"
     } else {
@@ -112,7 +120,7 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         .await
         .expect("simulator");
 
-    let vars = [
+    let mut vars = vec![
         ("HELPLINE_BIND", "127.0.0.1:0".to_owned()),
         ("DATABASE_URL", db_url),
         ("HELPLINE_DB_MAX_CONNECTIONS", "8".to_owned()),
@@ -121,8 +129,11 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         ("OPENAI_BASE_URL", sim_handle.base_url()),
         ("HELPLINE_WORKER_POLL_MS", "200".to_owned()),
     ];
+    vars.extend(env);
     let config = Config::from_lookup(|k| {
+        // Later entries (the test's own) win.
         vars.iter()
+            .rev()
             .find(|(name, _)| *name == k)
             .map(|(_, v)| v.clone())
     })

@@ -9,3 +9,4 @@ mod processes;
 mod reconnect;
 mod webhook_delivery;
 mod webhook_endpoint;
+mod widget_api;
