@@ -14,3 +14,8 @@ CREATE TABLE visitor_tokens (
     visitor_id  uuid NOT NULL REFERENCES visitors (id) ON DELETE CASCADE,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
+
+-- The display name of the human agent who wrote an `agent` message, shown by
+-- the widget (the `author` field of message frames). NULL for other roles.
+ALTER TABLE messages ADD COLUMN author text
+    CHECK (char_length(author) BETWEEN 1 AND 100);

@@ -134,6 +134,9 @@ pub struct MessageFrame<'a> {
     pub text: &'a str,
     pub client_id: Option<&'a str>,
     pub created_at: String,
+    /// Only on `agent` messages that name their author.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<&'a str>,
 }
 
 impl ServerFrame<'_> {
@@ -151,6 +154,7 @@ impl<'a> From<&'a Message> for ServerFrame<'a> {
             text: &m.body,
             client_id: m.client_id.as_deref(),
             created_at: m.created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+            author: m.author.as_deref(),
         })
     }
 }

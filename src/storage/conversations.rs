@@ -25,6 +25,8 @@ pub struct Message {
     pub body: String,
     pub client_id: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// The human agent's display name, on `agent` messages.
+    pub author: Option<String>,
 }
 
 /// What to append to a conversation.
@@ -37,7 +39,8 @@ pub struct NewMessage<'a> {
     pub turn_id: Option<Uuid>,
 }
 
-const MESSAGE_COLUMNS: &str = "id, conversation_id, seq, role, body, client_id, created_at";
+pub const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, seq, role, body, client_id, created_at, author";
 
 pub async fn create_visitor(pool: &PgPool, token_hash: &[u8]) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
