@@ -276,7 +276,7 @@ ol{list-style:none;margin:0;padding:0;display:flex;flex-direction:column;gap:10p
 .author{font-weight:600;color:var(--text)}
 .text{white-space:pre-wrap}
 .msg-customer{align-self:flex-end;background:var(--accent);color:var(--on-accent);border-bottom-right-radius:4px}
-.msg-customer .meta{color:inherit;opacity:.9;text-align:right}
+.msg-customer .meta,.msg-customer .author{color:inherit;text-align:right}
 .msg-assistant,.msg-other{align-self:flex-start;background:#fff;border:1px solid var(--line);border-bottom-left-radius:4px}
 .msg-agent{align-self:flex-start;background:#e6f4ea;border:1px solid #b9dcc4;border-bottom-left-radius:4px}
 .msg-system{align-self:center;max-width:94%;padding:5px 12px;border:1px dashed #9aa3b0;border-radius:8px;
@@ -414,7 +414,7 @@ header :focus-visible,.launcher:focus-visible,.send:focus-visible{outline-color:
     const date = createdAt ? new Date(createdAt) : null;
     if (date && !isNaN(date)) {
       meta.append(' · ', h('time', { datetime: createdAt },
-        date.toLocaleTimeString(LANG, { hour: '2-digit', minute: '2-digit' })));
+        date.toLocaleTimeString(LANG, { hour: 'numeric', minute: '2-digit' })));
     }
     if (note) meta.append(' · ', note);
     const body = role === 'assistant' ? markdown(text) : h('div', { class: 'text' }, text);

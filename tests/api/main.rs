@@ -10,3 +10,4 @@ mod reconnect;
 mod webhook_delivery;
 mod webhook_endpoint;
 mod widget_api;
+mod widget_browser;
