@@ -368,7 +368,7 @@ header :focus-visible,.launcher:focus-visible,.send:focus-visible{outline-color:
     probe.remove();
     const lin = rgb.map((c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
     const lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2];
-    root.style.setProperty('--on-accent', 1.05 / (lum + 0.05) >= (lum + 0.05) / 0.0571 ? '#fff' : '#111');
+    root.style.setProperty('--on-accent', 1.05 / (lum + 0.05) >= (lum + 0.05) / 0.0556 ? '#fff' : '#111');
   }
 
   // ---- state ------------------------------------------------------------------

@@ -67,7 +67,7 @@ impl TestApp {
     }
 }
 
-fn header<'a>(response: &'a reqwest::Response, name: header::HeaderName) -> Option<&'a str> {
+fn header(response: &reqwest::Response, name: header::HeaderName) -> Option<&str> {
     response.headers().get(name).map(|v| v.to_str().unwrap())
 }
 

@@ -59,6 +59,17 @@ impl CustomerSite {
 
     /// Publishes a shop page at `path` embedding `helpline`'s widget.
     fn shop_page(&self, path: &str, helpline: &TestApp, settings: Value) -> String {
+        self.shop_page_with(path, helpline, settings, "")
+    }
+
+    /// The same, with `attributes` on the script tag.
+    fn shop_page_with(
+        &self,
+        path: &str,
+        helpline: &TestApp,
+        settings: Value,
+        attributes: &str,
+    ) -> String {
         // The shop's own CSS is deliberately hostile: it must not reach the widget.
         let html = format!(
             r#"<!doctype html>
@@ -77,7 +88,7 @@ impl CustomerSite {
   <h1>Acme Outdoor</h1>
   <h2>Tents, boots and everything for the trail</h2>
   <script>window.HelplineSettings = {settings};</script>
-  <script src="{helpline}/widget.js" async></script>
+  <script src="{helpline}/widget.js" async {attributes}></script>
 </body>
 </html>"#,
             helpline = helpline.base_url,
@@ -181,6 +192,14 @@ async fn a_customer_site_on_another_origin_embeds_the_widget_and_chats() {
         "TEXTAREA"
     );
     assert_eq!(widget_text(&page, "h2").await, "Acme support");
+    assert_eq!(
+        in_widget(
+            &page,
+            "getComputedStyle(root.querySelector('.launcher')).backgroundColor"
+        )
+        .await,
+        "rgb(15, 118, 110)"
+    );
 
     send_in_widget(&page, "How long does shipping take?").await;
     let reply = widget_text(&page, ".msg-assistant .text").await;
@@ -611,4 +630,46 @@ async fn screenshots_of_the_open_widget_on_desktop_and_phone() {
     )
     .await;
     assert_eq!(panel, json!([360, 740]));
+}
+
+#[tokio::test]
+async fn options_come_from_data_attributes_and_helpline_settings_wins() {
+    let site = CustomerSite::start().await;
+    let app = helpline_for(&site, TestOptions::default(), &[]).await;
+    let url = site.shop_page_with(
+        "/",
+        &app,
+        json!({ "title": "Aide Acme" }),
+        r##"data-title="ignored" data-color="#fde047" data-position="left" data-language="fr" data-greeting="Bonjour, une question ?""##,
+    );
+    let browser = TestBrowser::launch().await;
+    let page = browser.open(&url).await;
+    open_widget(&page).await;
+
+    assert_eq!(widget_text(&page, "h2").await, "Aide Acme");
+    assert_eq!(
+        widget_text(&page, ".greeting").await,
+        "Bonjour, une question ?"
+    );
+    assert_eq!(
+        in_widget(
+            &page,
+            "root.querySelector('.close').getAttribute('aria-label')"
+        )
+        .await,
+        "Fermer le chat"
+    );
+    // On the left, in yellow with dark text (white would be unreadable).
+    let launcher = in_widget(
+        &page,
+        "(s => [s.backgroundColor, s.color])(getComputedStyle(root.querySelector('.launcher')))",
+    )
+    .await;
+    assert_eq!(launcher, json!(["rgb(253, 224, 71)", "rgb(17, 17, 17)"]));
+    let left = in_widget(
+        &page,
+        "root.querySelector('.launcher').getBoundingClientRect().left",
+    )
+    .await;
+    assert!(left.as_f64().unwrap() < 100.0, "{left}");
 }
