@@ -71,6 +71,7 @@ impl Application {
         // The demo page (and anything else served here) may always use the widget.
         let own_url = config.public_url(addr);
         config.allowed_origins.allow_url(&own_url);
+        tracing::info!(origins = %config.allowed_origins, "pages allowed to use the widget");
         let shutdown = CancellationToken::new();
 
         let (database_url, private_pg) = match &config.database.url {

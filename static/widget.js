@@ -343,7 +343,7 @@ header :focus-visible,.launcher:focus-visible,.send:focus-visible{outline-color:
       h('button', { type: 'submit', class: 'send', 'aria-label': T.send, title: T.send },
         icon('M4 12l16-8-6 16-3-7-7-1z')));
     e.panel = h('section', { id: 'panel', class: 'panel', role: 'dialog', 'aria-labelledby': 'title', hidden: true,
-      onkeydown: (ev) => { if (ev.key === 'Escape') { ev.preventDefault(); setOpen(false, true); } } },
+      onkeydown: (ev) => { if (ev.key === 'Escape' && !ev.isComposing) { ev.preventDefault(); setOpen(false, true); } } },
       h('header', null,
         h('div', null, h('h2', { id: 'title' }, S.title || T.title), e.conn),
         h('button', { type: 'button', class: 'close', 'aria-label': T.close, title: T.close,
