@@ -3,7 +3,7 @@
 
 use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
 
-use crate::webhooks::signature::WebhookSecret;
+use crate::{chat::origins::AllowedOrigins, webhooks::signature::WebhookSecret};
 
 pub const DEFAULT_MODEL: &str = "gpt-4.1-mini";
 pub const DEFAULT_INSTRUCTIONS: &str = "You are the customer-support assistant of this company. \
@@ -27,6 +27,11 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     /// Delay before the built-in simulator (demo mode) finishes a response.
     pub demo_reply_delay: Duration,
+    /// Web sites whose pages may embed the widget (`HELPLINE_ALLOWED_ORIGINS`).
+    /// The instance's own public URL is added at start-up.
+    pub allowed_origins: AllowedOrigins,
+    /// Key of the `user_hash` HMAC; `None` disables identity verification.
+    pub identity_secret: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +256,15 @@ impl Config {
             &mut problems,
         ));
 
+        let allowed_origins = match get("HELPLINE_ALLOWED_ORIGINS") {
+            None => AllowedOrigins::default(),
+            Some(list) => AllowedOrigins::parse(&list).unwrap_or_else(|e| {
+                problems.push(format!("HELPLINE_ALLOWED_ORIGINS: {e}"));
+                AllowedOrigins::default()
+            }),
+        };
+        let identity_secret = get("HELPLINE_IDENTITY_SECRET").map(Secret::new);
+
         if problems.is_empty() {
             Ok(Self {
                 bind,
@@ -262,6 +276,8 @@ impl Config {
                 delivery,
                 admin_token,
                 demo_reply_delay,
+                allowed_origins,
+                identity_secret,
             })
         } else {
             Err(problems)
@@ -341,8 +357,24 @@ mod tests {
     }
 
     #[test]
+    fn allowed_origins_default_to_this_machine_and_are_checked() {
+        let c = config(&[]).unwrap();
+        assert!(c.allowed_origins.allows("http://localhost:8080"));
+        assert!(!c.allowed_origins.allows("https://shop.example.com"));
+        let c = config(&[("HELPLINE_ALLOWED_ORIGINS", "https://shop.example.com")]).unwrap();
+        assert!(c.allowed_origins.allows("https://shop.example.com"));
+        assert!(!c.allowed_origins.allows("http://localhost:8080"));
+        let problems = config(&[("HELPLINE_ALLOWED_ORIGINS", "shop.example.com")]).unwrap_err();
+        assert!(
+            problems[0].starts_with("HELPLINE_ALLOWED_ORIGINS"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn secrets_never_print() {
         let c = config(&[
+            ("HELPLINE_IDENTITY_SECRET", "identity-very-secret"),
             ("OPENAI_API_KEY", "sk-very-secret"),
             (
                 "OPENAI_WEBHOOK_SECRET",
@@ -353,5 +385,6 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("sk-very-secret"));
         assert!(!shown.contains("C2FVsBQ"));
+        assert!(!shown.contains("identity-very-secret"));
     }
 }

@@ -183,7 +183,8 @@ pub async fn transition(
     item.event =
         Some(json!({ "action": action, "from": from, "to": to, "reason": reason, "by": by }));
     if let Actor::Agent { id, name } = actor {
-        item.author = Some((id, name));
+        item.author_id = Some(id);
+        item.author_name = Some(name);
     }
     let item = conversations::append(&mut *conn, item)
         .await?

@@ -12,6 +12,9 @@ use serde_json::json;
 pub enum ApiError {
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// The request is understood and refused (origin, identity).
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
     #[error("not found")]
     NotFound,
     #[error(transparent)]
@@ -27,12 +30,20 @@ impl ApiError {
             message: message.into(),
         }
     }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+        }
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match &self {
             Self::BadRequest { code, message } => (StatusCode::BAD_REQUEST, *code, message.clone()),
+            Self::Forbidden { code, message } => (StatusCode::FORBIDDEN, *code, message.clone()),
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found".to_owned()),
             Self::Database(e) => {
                 tracing::error!(error = %e, "database error");

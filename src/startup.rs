@@ -38,7 +38,7 @@ pub fn app(state: AppState) -> Router {
 }
 
 /// `static/` next to the sources, or `HELPLINE_STATIC_DIR`.
-fn static_dir() -> PathBuf {
+pub(crate) fn static_dir() -> PathBuf {
     std::env::var_os("HELPLINE_STATIC_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")))
@@ -66,12 +66,16 @@ pub struct Application {
 }
 
 impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(mut config: Config) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(config.bind)
             .await
             .with_context(|| format!("cannot listen on {} (HELPLINE_BIND)", config.bind))?;
         let addr = listener.local_addr()?;
         let webhook_url = format!("{}/api/webhooks/openai", config.public_url(addr));
+        // The demo page (and anything else served here) may always use the widget.
+        let own_url = config.public_url(addr);
+        config.allowed_origins.allow_url(&own_url);
+        tracing::info!(origins = %config.allowed_origins, "pages allowed to use the widget");
         let shutdown = CancellationToken::new();
 
         let storage::Database {

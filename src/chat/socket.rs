@@ -9,7 +9,8 @@ use axum::{
         ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade},
         State,
     },
-    response::Response,
+    http::HeaderMap,
+    response::{IntoResponse, Response},
 };
 use futures::{
     stream::{SplitSink, SplitStream},
@@ -22,7 +23,7 @@ use uuid::Uuid;
 
 use super::{
     frames::{error_json, AssistantStatus, ClientFrame, FrameError, ServerFrame, MAX_TEXT_CHARS},
-    receive_customer_message, token_hash, Received,
+    origins, receive_customer_message, token_hash, Received,
 };
 use crate::{
     hub::{Delivery, Subscription},
@@ -37,8 +38,16 @@ const MAX_FRAME_BYTES: usize = MAX_TEXT_CHARS * 4 + 1024;
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
 
-/// `GET /api/chat/ws`
-pub(super) async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// `GET /api/chat/ws`. A page from a site that is not allowed gets 403
+/// before the upgrade (cross-site WebSocket hijacking).
+pub(super) async fn upgrade(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    if let Err(e) = origins::check(&state.config.allowed_origins, &headers) {
+        return e.into_response();
+    }
     let tasks = state.tasks.clone();
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)

@@ -47,7 +47,9 @@ pub struct NewMessage<'a> {
     pub openai_item_id: Option<&'a str>,
     pub turn_id: Option<Uuid>,
     pub internal: bool,
-    pub author: Option<(Uuid, &'a str)>,
+    pub author_id: Option<Uuid>,
+    /// The name the customer and agents see beside an agent's item.
+    pub author_name: Option<&'a str>,
     pub event: Option<serde_json::Value>,
 }
 
@@ -62,7 +64,8 @@ impl<'a> NewMessage<'a> {
             openai_item_id: None,
             turn_id: None,
             internal: false,
-            author: None,
+            author_id: None,
+            author_name: None,
             event: None,
         }
     }
@@ -76,7 +79,7 @@ impl<'a> NewMessage<'a> {
     }
 }
 
-const MESSAGE_COLUMNS: &str =
+pub const MESSAGE_COLUMNS: &str =
     "id, conversation_id, seq, agent_seq, role, body, client_id, internal, author_name, event, created_at";
 
 pub async fn create_visitor(pool: &PgPool, token_hash: &[u8]) -> Result<Uuid, sqlx::Error> {
@@ -89,11 +92,57 @@ pub async fn create_visitor(pool: &PgPool, token_hash: &[u8]) -> Result<Uuid, sq
     Ok(id)
 }
 
+/// The visitor of a verified user, created on first use, and one more token
+/// for it: each device of the user gets its own token for the same visitor.
+pub async fn visitor_for_user(
+    pool: &PgPool,
+    user_id: &str,
+    token_hash: &[u8],
+) -> Result<Uuid, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // A concurrent first sign-in of the same user waits here for the other
+    // insert to commit, then finds its row below.
+    let created: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO visitors (id, token_hash, user_id) VALUES ($1, $2, $3)
+         ON CONFLICT (user_id) DO NOTHING
+         RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(token_hash)
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let id = match created {
+        Some(id) => id,
+        None => {
+            let id: Uuid = sqlx::query_scalar("SELECT id FROM visitors WHERE user_id = $1")
+                .bind(user_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO visitor_tokens (token_hash, visitor_id) VALUES ($1, $2)")
+                .bind(token_hash)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            id
+        }
+    };
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// The visitor a token belongs to: the token it was created with, or one of
+/// its further tokens (a verified user's other devices).
 pub async fn find_visitor(pool: &PgPool, token_hash: &[u8]) -> Result<Option<Uuid>, sqlx::Error> {
-    sqlx::query_scalar("SELECT id FROM visitors WHERE token_hash = $1")
-        .bind(token_hash)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_scalar(
+        "SELECT id FROM visitors WHERE token_hash = $1
+         UNION ALL
+         SELECT visitor_id FROM visitor_tokens WHERE token_hash = $1
+         LIMIT 1",
+    )
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await
 }
 
 /// The visitor's open conversation, created on first use.
@@ -168,9 +217,9 @@ pub async fn append(
     .bind(m.client_id)
     .bind(m.openai_item_id)
     .bind(m.turn_id)
-    .bind(m.author.map(|(id, _)| id))
+    .bind(m.author_id)
     .bind(m.internal)
-    .bind(m.author.map(|(_, name)| name))
+    .bind(m.author_name)
     .bind(m.event.map(sqlx::types::Json))
     .fetch_optional(conn)
     .await

@@ -1,8 +1,13 @@
 //! A real browser (Debian's headless Chromium) against a running Helpline.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use chromiumoxide::{browser::BrowserConfig, Browser, Page};
+use chromiumoxide::{
+    browser::BrowserConfig,
+    cdp::browser_protocol::{emulation::SetDeviceMetricsOverrideParams, input::InsertTextParams},
+    page::ScreenshotParams,
+    Browser, Page,
+};
 use futures::StreamExt;
 use serde_json::Value;
 
@@ -77,28 +82,107 @@ pub async fn eval(page: &Page, expression: &str) -> Value {
     result.value().cloned().unwrap_or(Value::Null)
 }
 
-/// Resolves with the text of the first element matching `selector`, as soon
-/// as it exists (a MutationObserver, not a poll).
-pub async fn text_of(page: &Page, selector: &str) -> String {
+/// Resolves with the first truthy value of `condition`, a JavaScript
+/// function of the widget's shadow root, checked again on every change in
+/// the page and in the widget (a MutationObserver, not a poll).
+pub async fn widget_until(page: &Page, condition: &str) -> Value {
     let script = format!(
         r#"new Promise(resolve => {{
-            const found = () => {{
-                const el = document.querySelector({selector});
-                if (el) {{ resolve(el.textContent); return true; }}
-                return false;
-            }};
-            if (!found()) {{
-                const observer = new MutationObserver(() => {{ if (found()) observer.disconnect(); }});
-                observer.observe(document, {{ subtree: true, childList: true, attributes: true, characterData: true }});
+            const condition = {condition};
+            let watching = null;
+            const observer = new MutationObserver(check);
+            function check() {{
+                const host = document.querySelector('helpline-widget');
+                const root = host && host.shadowRoot;
+                if (!root) return;
+                if (watching !== root) {{
+                    watching = root;
+                    observer.observe(root, {{ subtree: true, childList: true, attributes: true, characterData: true }});
+                }}
+                const value = condition(root);
+                if (value) {{ observer.disconnect(); resolve(value); }}
             }}
-        }})"#,
-        selector = serde_json::to_string(selector).unwrap()
+            observer.observe(document, {{ subtree: true, childList: true }});
+            check();
+        }})"#
     );
-    eval(page, &script)
+    eval(page, &script).await
+}
+
+/// The text of the first element in the widget matching `selector`, as soon
+/// as there is one with some text.
+pub async fn widget_text(page: &Page, selector: &str) -> String {
+    let condition = format!(
+        "root => {{ const el = root.querySelector({}); return el && el.textContent; }}",
+        serde_json::to_string(selector).unwrap()
+    );
+    widget_until(page, &condition)
         .await
         .as_str()
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Evaluates `expression` with `root` bound to the widget's shadow root.
+pub async fn in_widget(page: &Page, expression: &str) -> Value {
+    eval(
+        page,
+        &format!("(root => ({expression}))(document.querySelector('helpline-widget').shadowRoot)"),
+    )
+    .await
+}
+
+/// Presses a key in whatever has the focus, as a person would.
+pub async fn press(page: &Page, key: &str) {
+    page.find_element("body")
+        .await
+        .unwrap()
+        .press_key(key)
+        .await
+        .unwrap();
+}
+
+/// Types a message in the widget's box and presses Enter.
+pub async fn send_in_widget(page: &Page, text: &str) {
+    in_widget(page, "root.querySelector('textarea').focus()").await;
+    page.execute(InsertTextParams::new(text)).await.unwrap();
+    press(page, "Enter").await;
+}
+
+/// Clicks the launcher and waits until the panel is open and connected.
+pub async fn open_widget(page: &Page) {
+    widget_until(page, "root => root.querySelector('.launcher')").await;
+    in_widget(page, "root.querySelector('.launcher').click()").await;
+    widget_connected(page).await;
+}
+
+pub async fn widget_connected(page: &Page) {
+    widget_until(page, "root => root.querySelector('.hl[data-conn=open]')").await;
+}
+
+/// Writes a PNG of the page at `width`x`height` to `target/screenshots/`.
+pub async fn screenshot(page: &Page, name: &str, width: i64, height: i64, mobile: bool) -> PathBuf {
+    page.execute(SetDeviceMetricsOverrideParams::new(
+        width, height, 1.0, mobile,
+    ))
+    .await
+    .unwrap();
+    // Two frames: the new layout is painted.
+    eval(
+        page,
+        "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))",
+    )
+    .await;
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .expect("target/")
+        .join("screenshots");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.png"));
+    page.save_screenshot(ScreenshotParams::builder().build(), &path)
+        .await
+        .unwrap();
+    path
 }
 
 #[tokio::test]
@@ -106,27 +190,33 @@ async fn a_person_can_chat_on_the_demo_page() {
     let app = spawn_app().await;
     let browser = TestBrowser::launch().await;
     let page = browser.open(&format!("{}/", app.base_url)).await;
-    text_of(&page, "#conn[data-state=ok]").await;
+    // The demo page embeds the widget as any customer site does.
+    assert_eq!(
+        eval(
+            &page,
+            "document.querySelectorAll('script[src$=\"/widget.js\"]').length"
+        )
+        .await,
+        1
+    );
+    open_widget(&page).await;
 
-    let input = page.find_element("#input").await.unwrap();
-    input.click().await.unwrap();
-    input
-        .type_str("How long does shipping take?")
-        .await
-        .unwrap();
-    input.press_key("Enter").await.unwrap();
-
-    let reply = text_of(&page, ".msg-assistant .text").await;
+    send_in_widget(&page, "How long does shipping take?").await;
+    let reply = widget_text(&page, ".msg-assistant .text").await;
     assert!(reply.starts_with("Orders ship"), "{reply}");
-    let mine = text_of(&page, ".msg-customer:not(.pending) .text").await;
+    let mine = widget_text(&page, ".msg-customer:not(.pending) .text").await;
     assert_eq!(mine, "How long does shipping take?");
 
-    // A reload shows the same history, from the server.
+    // A reload shows the same history, from the server, in the open panel.
     page.reload().await.unwrap();
-    let after_reload = text_of(&page, ".msg-assistant .text").await;
+    let after_reload = widget_text(&page, ".msg-assistant .text").await;
     assert_eq!(after_reload, reply);
     assert_eq!(
-        eval(&page, "document.querySelectorAll('.msg').length").await,
+        in_widget(&page, "root.querySelectorAll('li.msg').length").await,
         2
+    );
+    assert_eq!(
+        in_widget(&page, "root.querySelector('.panel').hidden").await,
+        false
     );
 }

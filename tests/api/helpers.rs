@@ -108,6 +108,15 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
     spawn_app_on(server_url(), options).await
 }
 
+/// With more configuration variables (e.g. `HELPLINE_ALLOWED_ORIGINS`).
+pub async fn spawn_app_configured(
+    mut options: TestOptions,
+    env: Vec<(&'static str, String)>,
+) -> TestApp {
+    options.env.extend(env);
+    spawn_app_with(options).await
+}
+
 /// Like `spawn_app_with`, on the PostgreSQL server at `server` (a URL to any
 /// database there).
 pub async fn spawn_app_on(server: &str, options: TestOptions) -> TestApp {
@@ -201,6 +210,7 @@ async fn start_instance(
     vars.extend(extra.iter().cloned());
     // Later entries win, like a variable set twice.
     let config = Config::from_lookup(|k| {
+        // Later entries (the test's own) win.
         vars.iter()
             .rev()
             .find(|(name, _)| *name == k)

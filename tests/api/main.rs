@@ -13,3 +13,5 @@ mod processes;
 mod reconnect;
 mod webhook_delivery;
 mod webhook_endpoint;
+mod widget_api;
+mod widget_browser;
