@@ -13,7 +13,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, RwLock,
+    },
     time::Duration,
 };
 
@@ -53,6 +56,8 @@ pub enum Delivery {
 #[derive(Clone, Default)]
 pub struct Hub {
     topics: Arc<RwLock<HashMap<Uuid, broadcast::Sender<Delivery>>>>,
+    /// Whether the listener connection is up (for `/readyz`).
+    listening: Arc<AtomicBool>,
 }
 
 /// A socket's interest in one conversation; unsubscribes when dropped.
@@ -82,6 +87,15 @@ impl Hub {
             .expect("hub lock")
             .get(&conversation_id)
             .cloned()
+    }
+
+    /// Whether this instance's listener is connected and listening.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
+    }
+
+    fn set_listening(&self, up: bool) {
+        self.listening.store(up, Ordering::SeqCst);
     }
 
     /// Number of conversations with at least one local socket.
@@ -181,6 +195,7 @@ pub async fn listen(pool: PgPool, hub: Hub, work: Arc<Notify>, cancel: Cancellat
             }
         };
         backoff = Duration::from_millis(100);
+        hub.set_listening(true);
         // Whatever was published while we were not listening is only in the
         // database now.
         hub.resync_all();
@@ -204,6 +219,7 @@ pub async fn listen(pool: PgPool, hub: Hub, work: Arc<Notify>, cancel: Cancellat
                 }
             }
         }
+        hub.set_listening(false);
     }
 }
 

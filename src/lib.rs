@@ -13,8 +13,11 @@
 pub mod ai;
 pub mod chat;
 pub mod config;
+pub mod doctor;
 pub mod error;
 pub mod hub;
+pub mod observe;
+pub mod retention;
 pub mod simulator;
 pub mod startup;
 pub mod state;

@@ -1,5 +1,6 @@
 //! Wiring: database (given or private), AI (OpenAI or the built-in
-//! simulator), the HTTP app, the notification listener and the workers.
+//! simulator), the HTTP app, the notification listener, the workers and the
+//! retention job.
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -7,16 +8,19 @@ use anyhow::Context;
 use axum::Router;
 use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tower_http::{services::ServeDir, trace::TraceLayer};
+use tower_http::services::ServeDir;
 
 use crate::{
     ai::AiClient,
     chat,
     config::Config,
     hub::{self, Hub},
+    observe::{self, Health, Metrics},
+    retention,
     simulator::{Behaviour, Simulator},
     state::AppState,
     storage::{self, private_pg::PrivatePostgres},
+    telemetry,
     webhooks::{self, signature::WebhookSecret},
     worker,
 };
@@ -26,20 +30,41 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HTTP routes. Kept apart from `Application` so the shape is easy to see.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .merge(chat::router())
         .merge(webhooks::router())
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .fallback_service(ServeDir::new(static_dir()))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .merge(observe::router())
+        .fallback_service(ServeDir::new(static_dir(&state.config)));
+    telemetry::layers(routes).with_state(state)
 }
 
-/// `static/` next to the sources, or `HELPLINE_STATIC_DIR`.
-fn static_dir() -> PathBuf {
-    std::env::var_os("HELPLINE_STATIC_DIR")
-        .map(PathBuf::from)
+/// `HELPLINE_STATIC_DIR`, or `static/` next to the sources.
+fn static_dir(config: &Config) -> PathBuf {
+    config
+        .static_dir
+        .clone()
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")))
+}
+
+/// Connects to `DATABASE_URL`, or starts (or reuses) the private cluster.
+/// Does not migrate.
+pub async fn open_database(
+    config: &Config,
+) -> anyhow::Result<(sqlx::PgPool, Option<PrivatePostgres>)> {
+    let (database_url, private_pg) = match &config.database.url {
+        Some(url) => (url.expose().to_owned(), None),
+        None => {
+            let dir = config.database.data_dir.clone();
+            let pg = tokio::task::spawn_blocking(move || PrivatePostgres::ensure_running(&dir))
+                .await??;
+            storage::ensure_database(&pg.url("postgres"), "helpline").await?;
+            (pg.url("helpline"), Some(pg))
+        }
+    };
+    let pool = storage::connect(&database_url, config.database.max_connections)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    Ok((pool, private_pg))
 }
 
 /// Where the database came from, for the start-up report.
@@ -70,16 +95,7 @@ impl Application {
         let webhook_url = format!("{}/api/webhooks/openai", config.public_url(addr));
         let shutdown = CancellationToken::new();
 
-        let (database_url, private_pg) = match &config.database.url {
-            Some(url) => (url.expose().to_owned(), None),
-            None => {
-                let dir = config.database.data_dir.clone();
-                let pg = tokio::task::spawn_blocking(move || PrivatePostgres::ensure_running(&dir))
-                    .await??;
-                storage::ensure_database(&pg.url("postgres"), "helpline").await?;
-                (pg.url("helpline"), Some(pg))
-            }
-        };
+        let (pool, private_pg) = open_database(&config).await?;
         let database = match &private_pg {
             Some(pg) => DatabaseSource::Private {
                 data_dir: pg.data_dir.clone(),
@@ -87,13 +103,11 @@ impl Application {
             },
             None => DatabaseSource::Url,
         };
-        let pool = storage::connect(&database_url, config.database.max_connections)
-            .await
-            .context("cannot connect to PostgreSQL")?;
         storage::migrate(&pool)
             .await
             .context("database migrations failed")?;
 
+        let metrics = Metrics::new();
         let (ai, webhook_secrets) = match &config.openai {
             Some(openai) => (
                 AiClient::new(&openai.base_url, openai.api_key.expose(), config.ai.clone()),
@@ -118,6 +132,7 @@ impl Application {
             }
         };
 
+        let ai = ai.with_metrics(metrics.clone());
         let demo_mode = config.openai.is_none();
         let state = AppState {
             pool,
@@ -127,6 +142,8 @@ impl Application {
             webhook_secrets: Arc::new(webhook_secrets),
             shutdown,
             tasks: TaskTracker::new(),
+            health: Health::default(),
+            metrics,
         };
         Ok(Self {
             listener,
@@ -147,6 +164,11 @@ impl Application {
 
     pub fn pool(&self) -> sqlx::PgPool {
         self.state.pool.clone()
+    }
+
+    /// The instance's shared state (metrics, health, AI client…).
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// Serves until `signal` resolves (or the shutdown token is cancelled),
@@ -172,6 +194,12 @@ impl Application {
             shutdown.clone(),
         ));
         worker::spawn(&state, work);
+        tasks.spawn(retention::run(
+            state.pool.clone(),
+            state.config.retention.clone(),
+            state.metrics.clone(),
+            shutdown.clone(),
+        ));
 
         let stop = shutdown.clone();
         tokio::spawn(async move {

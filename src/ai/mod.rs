@@ -7,7 +7,12 @@
 //! conversation and turn, so a webhook that overtakes the create call can
 //! still be matched to its turn.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_openai::{
     config::OpenAIConfig,
@@ -20,7 +25,7 @@ use async_openai::{
 };
 use uuid::Uuid;
 
-use crate::config::AiSettings;
+use crate::{config::AiSettings, observe::Metrics};
 
 pub const META_CONVERSATION: &str = "helpline_conversation";
 pub const META_TURN: &str = "helpline_turn";
@@ -29,6 +34,7 @@ pub const META_TURN: &str = "helpline_turn";
 pub struct AiClient {
     client: Client<OpenAIConfig>,
     settings: Arc<AiSettings>,
+    metrics: Metrics,
 }
 
 /// Where a response stands, as far as Helpline cares.
@@ -109,7 +115,33 @@ impl AiClient {
         Self {
             client: Client::build(http, config),
             settings: Arc::new(settings),
+            metrics: Metrics::new(),
         }
+    }
+
+    /// Counts every call in `metrics` (latency and errors by endpoint and status).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Runs one API call, timing it and counting its status.
+    async fn observed<T>(
+        &self,
+        endpoint: &'static str,
+        call: impl Future<Output = Result<T, OpenAIError>>,
+    ) -> Result<T, AiError> {
+        let started = Instant::now();
+        let result = call.await.map_err(AiError::from);
+        let (status, ok) = match &result {
+            Ok(_) => ("200".to_owned(), true),
+            Err(AiError::Api { status, .. }) => (status.to_string(), false),
+            Err(AiError::Transport(_)) => ("transport".to_owned(), false),
+            Err(AiError::Unexpected(_)) => ("unexpected".to_owned(), false),
+        };
+        self.metrics
+            .openai_call(endpoint, status, ok, started.elapsed());
+        result
     }
 
     /// `POST /conversations`, tagged with the Helpline conversation.
@@ -121,7 +153,13 @@ impl AiClient {
             ),
             items: None,
         };
-        Ok(self.client.conversations().create(request).await?.id)
+        let created = self
+            .observed(
+                "POST /conversations",
+                self.client.conversations().create(request),
+            )
+            .await?;
+        Ok(created.id)
     }
 
     /// `POST /responses` in the background, on the given OpenAI Conversation,
@@ -149,7 +187,14 @@ impl AiClient {
             (META_CONVERSATION.to_owned(), conversation_id.to_string()),
             (META_TURN.to_owned(), turn_id.to_string()),
         ]);
-        let request = CreateResponseArgs::default()
+        let mut args = CreateResponseArgs::default();
+        if let Some(max) = self.settings.max_output_tokens {
+            args.max_output_tokens(max);
+        }
+        if let Some(temperature) = self.settings.temperature {
+            args.temperature(temperature);
+        }
+        let request = args
             .model(&self.settings.model)
             .instructions(&self.settings.instructions)
             .conversation(openai_conversation)
@@ -158,13 +203,21 @@ impl AiClient {
             .store(true)
             .metadata(metadata)
             .build()?;
-        Ok(self.client.responses().create(request).await?.id)
+        let created = self
+            .observed("POST /responses", self.client.responses().create(request))
+            .await?;
+        Ok(created.id)
     }
 
     /// `GET /responses/{id}`: its state, turn and assistant messages.
     #[tracing::instrument(skip(self))]
     pub async fn fetch_response(&self, response_id: &str) -> Result<FetchedResponse, AiError> {
-        let response = self.client.responses().retrieve(response_id).await?;
+        let response = self
+            .observed(
+                "GET /responses/{id}",
+                self.client.responses().retrieve(response_id),
+            )
+            .await?;
         let outcome = match response.status {
             Status::Queued | Status::InProgress => Outcome::Running,
             Status::Completed => Outcome::Completed,
@@ -216,5 +269,39 @@ impl AiClient {
             replies,
             problem,
         })
+    }
+
+    /// `DELETE /conversations/{id}`. Returns false if OpenAI does not know
+    /// it (already deleted).
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_conversation(&self, openai_conversation: &str) -> Result<bool, AiError> {
+        let deleted = self
+            .observed(
+                "DELETE /conversations/{id}",
+                self.client.conversations().delete(openai_conversation),
+            )
+            .await;
+        gone_is_fine(deleted.map(|_| ()))
+    }
+
+    /// `DELETE /responses/{id}`. Returns false if OpenAI does not know it.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_response(&self, response_id: &str) -> Result<bool, AiError> {
+        let deleted = self
+            .observed(
+                "DELETE /responses/{id}",
+                self.client.responses().delete(response_id),
+            )
+            .await;
+        gone_is_fine(deleted.map(|_| ()))
+    }
+}
+
+/// A delete answered 404 has nothing left to delete.
+fn gone_is_fine(result: Result<(), AiError>) -> Result<bool, AiError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(AiError::Api { status: 404, .. }) => Ok(false),
+        Err(e) => Err(e),
     }
 }

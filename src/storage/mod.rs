@@ -6,6 +6,7 @@
 
 pub mod conversations;
 pub mod inbox;
+pub mod ops;
 pub mod private_pg;
 pub mod turns;
 

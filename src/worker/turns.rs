@@ -168,6 +168,7 @@ pub async fn finish_turn(
     }
     tx.commit().await?;
     tracing::info!(%turn_id, status = ?end.status, messages = stored.len(), "AI turn finished");
+    crate::observe::turn_finished(state, turn_id, end.status).await;
     Ok(())
 }
 
