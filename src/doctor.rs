@@ -190,15 +190,17 @@ async fn openai(config: &Config) -> Check {
         .await;
     let response = match answer {
         Ok(r) => r,
-        Err(e) => return check(
-            name,
-            Verdict::Fail,
-            format!(
+        Err(e) => {
+            return check(
+                name,
+                Verdict::Fail,
+                format!(
                 "cannot reach {} ({}): check OPENAI_BASE_URL and this machine's outgoing network",
                 openai.base_url,
                 without_url(e)
             ),
-        ),
+            )
+        }
     };
     let status = response.status();
     let body: Value = response.json().await.unwrap_or(Value::Null);

@@ -114,23 +114,30 @@ impl PrivatePostgres {
         }
 
         pg.port = free_port().map_err(|e| io_err(&dir, e))?;
+        pg.start()?;
+        Ok(pg)
+    }
+
+    /// Starts the cluster on its port (again, after `stop`). Blocking.
+    pub fn start(&mut self) -> Result<(), PrivatePgError> {
+        let log = self.data_dir.with_file_name("postgres.log");
         let options = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300",
-            pg.port
+            self.port
         );
-        pg.run(
+        self.run(
             "pg_ctl start",
-            Command::new(pg.bin("pg_ctl"))
+            Command::new(self.bin("pg_ctl"))
                 .arg("start")
                 .args(["-w", "-t", "60", "-D"])
-                .arg(&pg.data_dir)
+                .arg(&self.data_dir)
                 .arg("-l")
                 .arg(&log)
                 .args(["-o", &options]),
             &log,
         )?;
-        pg.started_here = true;
-        Ok(pg)
+        self.started_here = true;
+        Ok(())
     }
 
     /// A URL for the cluster's `postgres` database, or for `database`.

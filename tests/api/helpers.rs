@@ -43,8 +43,21 @@ fn server_url() -> &'static str {
     })
 }
 
-fn database_url(name: &str) -> String {
-    let mut url = reqwest::Url::parse(server_url()).expect("database URL");
+/// A fresh, empty database on the test server (or on `server`).
+pub async fn new_database(server: Option<&str>) -> String {
+    let server = match server {
+        Some(s) => s.to_owned(),
+        None => server_url().to_owned(),
+    };
+    let name = format!("helpline_test_{}", Uuid::new_v4().simple());
+    storage::ensure_database(&server, &name)
+        .await
+        .expect("create test database");
+    database_url(&server, &name)
+}
+
+fn database_url(server: &str, name: &str) -> String {
+    let mut url = reqwest::Url::parse(server).expect("database URL");
     url.set_path(&format!("/{name}"));
     url.to_string()
 }
@@ -76,6 +89,9 @@ pub struct TestApp {
     pub sim: Simulator,
     pub sim_handle: SimHandle,
     pub secret: WebhookSecret,
+    /// The same secret as configured (`whsec_…`).
+    pub secret_text: String,
+    pub db_url: String,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
 }
@@ -91,17 +107,18 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: TestOptions) -> TestApp {
+    spawn_app_on(None, options).await
+}
+
+/// An instance whose database lives on `database_server` instead of the
+/// shared test server (e.g. a private cluster a test stops and starts).
+pub async fn spawn_app_on(database_server: Option<&str>, options: TestOptions) -> TestApp {
     helpline::telemetry::init(if std::env::var_os("TEST_LOG").is_some() {
         "info"
     } else {
         "off"
     });
-    let name = format!("helpline_test_{}", Uuid::new_v4().simple());
-    let server = server_url().to_owned();
-    storage::ensure_database(&server, &name)
-        .await
-        .expect("create test database");
-    let db_url = database_url(&name);
+    let db_url = new_database(database_server).await;
 
     let (secret_text, secret) = WebhookSecret::generate();
     let shutdown = CancellationToken::new();
@@ -114,10 +131,10 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
 
     let vars = [
         ("HELPLINE_BIND", "127.0.0.1:0".to_owned()),
-        ("DATABASE_URL", db_url),
+        ("DATABASE_URL", db_url.clone()),
         ("HELPLINE_DB_MAX_CONNECTIONS", "8".to_owned()),
         ("OPENAI_API_KEY", "sk-test".to_owned()),
-        ("OPENAI_WEBHOOK_SECRET", secret_text),
+        ("OPENAI_WEBHOOK_SECRET", secret_text.clone()),
         ("OPENAI_BASE_URL", sim_handle.base_url()),
         ("HELPLINE_WORKER_POLL_MS", "200".to_owned()),
     ];
@@ -147,6 +164,8 @@ pub async fn spawn_app_with(options: TestOptions) -> TestApp {
         sim,
         sim_handle,
         secret,
+        secret_text,
+        db_url,
         http: reqwest::Client::new(),
         shutdown,
     }
@@ -249,6 +268,18 @@ impl TestApp {
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
@@ -365,4 +396,21 @@ impl ChatSocket {
             }
         }
     }
+}
+
+/// The value of the series `name` with (at least) `labels` in a Prometheus
+/// text exposition; 0 when the series is absent.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, value)| value.parse().expect("a number"))
+        .unwrap_or(0.0)
 }

@@ -5,6 +5,8 @@ mod helpers;
 
 mod browser;
 mod conversation_flow;
+mod observability;
+mod operations;
 mod processes;
 mod reconnect;
 mod webhook_delivery;
