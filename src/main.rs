@@ -61,10 +61,10 @@ enum Command {
         #[arg(long, default_value_t = 400)]
         reply_delay_ms: u64,
     },
-    /// Exit 0 if the local instance answers GET PATH with 200 (for
-    /// container health checks).
-    #[command(hide = true)]
+    /// Exit 0 if the instance at HELPLINE_BIND answers GET PATH with 200
+    /// (the container health check).
     Probe {
+        /// `/readyz` (ready to serve) or `/healthz` (the process lives).
         #[arg(long, default_value = "/readyz")]
         path: String,
     },

@@ -191,4 +191,35 @@ mod tests {
         keys.dedup();
         assert_eq!(keys.len(), SETTINGS.len());
     }
+
+    /// The example file and the documentation name every setting, and
+    /// nothing else.
+    #[test]
+    fn the_example_file_and_the_docs_cover_every_setting() {
+        let example = include_str!("../../helpline.example.toml");
+        let uncommented: String = example
+            .lines()
+            .map(|l| {
+                let rest = l.trim_start_matches("# ");
+                let is_setting = rest
+                    .split_once(" = ")
+                    .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+                if is_setting {
+                    rest
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let values = parse(&uncommented, "helpline.example.toml").unwrap();
+        let docs = include_str!("../../docs/configuration.md");
+        for (env, key) in SETTINGS {
+            assert!(values.contains_key(*env), "{key} missing from the example");
+            assert!(
+                docs.contains(&format!("| `{env}` | `{key}`")),
+                "{env} / {key} missing from docs/configuration.md"
+            );
+        }
+    }
 }
