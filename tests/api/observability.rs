@@ -302,3 +302,68 @@ async fn readyz_goes_not_ready_while_the_database_is_down_and_ready_when_it_retu
     let back = readyz_until(&app, "ready again", |status, _| status == 200).await;
     assert_eq!(back["not_ready"], serde_json::json!([]), "{back}");
 }
+
+#[tokio::test]
+async fn json_logs_carry_the_request_id_of_each_request() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    // The binary against this test's database and simulator.
+    let app = spawn_app().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_helpline"))
+        .current_dir(std::env::temp_dir())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HELPLINE_BIND", "127.0.0.1:0")
+        .env("DATABASE_URL", &app.db_url)
+        .env("OPENAI_API_KEY", "sk-test")
+        .env("OPENAI_WEBHOOK_SECRET", &app.secret_text)
+        .env("OPENAI_BASE_URL", app.sim_handle.base_url())
+        .env("HELPLINE_LOG_FORMAT", "json")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start helpline");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base_url = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.strip_prefix("Helpline is running at ") {
+                return url.trim_end_matches('/').to_owned();
+            }
+        }
+        panic!("helpline exited before its start-up report");
+    })
+    .await
+    .expect("start-up report in time");
+
+    let refused = app
+        .http
+        .post(format!("{base_url}/api/webhooks/openai"))
+        .header("x-request-id", "log-test-1")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+
+    let logged = tokio::time::timeout(PATIENCE, async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let Ok(event) = serde_json::from_str::<Value>(&line) else {
+                continue; // the start-up report is plain text
+            };
+            if event["message"] == "webhook rejected" {
+                return event;
+            }
+        }
+        panic!("helpline exited before logging the rejection");
+    })
+    .await
+    .expect("the rejection was logged");
+    assert_eq!(logged["level"], "WARN", "{logged}");
+    assert_eq!(logged["spans"][0]["request_id"], "log-test-1", "{logged}");
+    assert_eq!(
+        logged["spans"][0]["path"], "/api/webhooks/openai",
+        "{logged}"
+    );
+    let _ = child.kill().await;
+}
