@@ -185,6 +185,20 @@ mod tests {
     }
 
     #[test]
+    fn a_file_named_explicitly_must_exist() {
+        let missing = std::path::PathBuf::from("/nonexistent/helpline.toml");
+        let (path, explicit) = locate(Some(missing.clone())).unwrap();
+        assert!(explicit);
+        let problems = read(&path).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(
+            problems[0]
+                .starts_with("cannot read the configuration file /nonexistent/helpline.toml"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn every_setting_has_a_distinct_key() {
         let mut keys: Vec<_> = SETTINGS.iter().map(|(_, k)| *k).collect();
         keys.sort();
