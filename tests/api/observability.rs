@@ -367,3 +367,35 @@ async fn json_logs_carry_the_request_id_of_each_request() {
     );
     let _ = child.kill().await;
 }
+
+#[tokio::test]
+async fn readyz_names_pending_migrations_and_tolerates_newer_ones() {
+    let app = spawn_app().await;
+    readyz_until(&app, "ready", |status, _| status == 200).await;
+
+    // A migration applied by a newer Helpline: this one is still ready.
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time)
+         VALUES (9999, 'from the future', true, '\\x00', 0)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (status, body) = readyz(&app).await;
+    assert_eq!(status, 200, "{body}");
+
+    // One of ours not applied (as if the database were restored from an
+    // older backup): not ready, and it says which.
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 4")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (status, body) = readyz(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        body["not_ready"],
+        serde_json::json!(["migrations"]),
+        "{body}"
+    );
+    assert_eq!(body["checks"]["migrations"], "pending: 0004_ops", "{body}");
+}
