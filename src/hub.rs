@@ -13,7 +13,10 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, RwLock},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, RwLock,
+    },
     time::Duration,
 };
 
@@ -68,6 +71,8 @@ pub struct AgentDelivery {
 pub struct Hub {
     topics: Arc<RwLock<HashMap<Uuid, broadcast::Sender<Delivery>>>>,
     agents: broadcast::Sender<AgentDelivery>,
+    /// Whether the listener connection is up (for `/readyz`).
+    listening: Arc<AtomicBool>,
 }
 
 impl Default for Hub {
@@ -75,6 +80,7 @@ impl Default for Hub {
         Self {
             topics: Arc::default(),
             agents: broadcast::channel(AGENT_CHANNEL_CAPACITY).0,
+            listening: Arc::default(),
         }
     }
 }
@@ -111,6 +117,15 @@ impl Hub {
     /// Every agent item and status, of every conversation.
     pub fn subscribe_agents(&self) -> broadcast::Receiver<AgentDelivery> {
         self.agents.subscribe()
+    }
+
+    /// Whether this instance's listener is connected and listening.
+    pub fn is_listening(&self) -> bool {
+        self.listening.load(Ordering::SeqCst)
+    }
+
+    fn set_listening(&self, up: bool) {
+        self.listening.store(up, Ordering::SeqCst);
     }
 
     /// Number of conversations with at least one local socket.
@@ -264,6 +279,7 @@ pub async fn listen(
             }
         };
         backoff = Duration::from_millis(100);
+        hub.set_listening(true);
         // Whatever was published while we were not listening is only in the
         // database now.
         hub.resync_all();
@@ -287,6 +303,7 @@ pub async fn listen(
                 }
             }
         }
+        hub.set_listening(false);
     }
 }
 

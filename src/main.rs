@@ -1,26 +1,36 @@
-//! The `helpline` command: run the service (default) or the OpenAI simulator.
+//! The `helpline` command: run the service (default), check a setup
+//! (`doctor`), handle dead webhook events, delete a customer's data, or run
+//! the OpenAI simulator.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use helpline::{
     admin,
-    config::Config,
+    ai::AiClient,
+    config::{Config, DEFAULT_LOG_FILTER},
+    doctor, retention,
     simulator::{Behaviour, Simulator},
-    startup::{Application, DatabaseSource},
+    startup::{self, Application, DatabaseSource},
     storage, telemetry,
     webhooks::signature::WebhookSecret,
 };
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// Helpline: a customer-support chatbot backend.
 ///
 /// With no configuration it runs in demo mode: a private PostgreSQL in
 /// ./.helpline and the built-in OpenAI simulator. Configuration comes from
-/// environment variables; see docs/configuration.md.
+/// helpline.toml (--config, HELPLINE_CONFIG, or ./helpline.toml when
+/// present) and environment variables, which win; see
+/// docs/configuration.md.
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Configuration file (default: ./helpline.toml when it exists).
+    #[arg(long, global = true, env = "HELPLINE_CONFIG", value_name = "PATH")]
+    config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -29,10 +39,19 @@ struct Cli {
 enum Command {
     /// Run Helpline (the default).
     Serve,
+    /// Check the configuration, the database, the OpenAI key and the public
+    /// webhook URL; print the webhook URL and events to set up in OpenAI.
+    /// Exits non-zero when something must be fixed.
+    Doctor,
     /// Inspect and replay webhook events whose processing failed for good.
     Webhooks {
         #[command(subcommand)]
         command: WebhooksCommand,
+    },
+    /// Operate on stored conversations.
+    Conversations {
+        #[command(subcommand)]
+        command: ConversationsCommand,
     },
     /// Run the OpenAI simulator as its own process.
     Sim {
@@ -48,6 +67,27 @@ enum Command {
         /// How long a background response takes to finish, in milliseconds.
         #[arg(long, default_value_t = 400)]
         reply_delay_ms: u64,
+    },
+    /// Exit 0 if the instance at HELPLINE_BIND answers GET PATH with 200
+    /// (the container health check).
+    Probe {
+        /// `/readyz` (ready to serve) or `/healthz` (the process lives).
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConversationsCommand {
+    /// Delete a customer's conversation (privacy request): its messages and
+    /// AI turns, the visitor identity if nothing else of theirs is left, and
+    /// first the conversation and responses stored at OpenAI.
+    Delete {
+        /// The conversation id (a UUID).
+        id: Uuid,
+        /// Delete only what Helpline stores, not the copies at OpenAI.
+        #[arg(long)]
+        local_only: bool,
     },
 }
 
@@ -66,27 +106,65 @@ enum WebhooksCommand {
 }
 
 #[tokio::main]
-async fn main() {
-    telemetry::init("info,sqlx=warn,tower_http=warn");
+async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve().await,
-        Command::Webhooks { command } => webhooks(command).await,
-        Command::Sim {
-            bind,
-            webhook_url,
-            webhook_secret,
-            reply_delay_ms,
-        } => sim(bind, webhook_url, webhook_secret, reply_delay_ms).await,
+    let command = cli.command.unwrap_or(Command::Serve);
+    if let Command::Sim {
+        bind,
+        webhook_url,
+        webhook_secret,
+        reply_delay_ms,
+    } = command
+    {
+        telemetry::init(DEFAULT_LOG_FILTER);
+        return report(sim(bind, webhook_url, webhook_secret, reply_delay_ms).await);
+    }
+
+    let config = match Config::load(cli.config) {
+        Ok(config) => config,
+        Err(problems) => {
+            eprintln!("helpline: invalid configuration:");
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            return ExitCode::FAILURE;
+        }
     };
-    if let Err(e) = result {
-        eprintln!("helpline: {e:#}");
-        std::process::exit(1);
+    telemetry::init_with(&config.log);
+    match command {
+        Command::Serve => report(serve(config).await),
+        Command::Doctor => {
+            println!("Helpline doctor");
+            println!("  ok    configuration: no problems");
+            let checked = doctor::run(&config).await;
+            println!("{checked}");
+            if checked.healthy() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Webhooks { command } => report(webhooks(config, command).await),
+        Command::Conversations {
+            command: ConversationsCommand::Delete { id, local_only },
+        } => report(delete_conversation(config, id, local_only).await),
+        Command::Probe { path } => probe(&config, &path).await,
+        Command::Sim { .. } => unreachable!("handled above"),
     }
 }
 
-async fn serve() -> anyhow::Result<()> {
-    let app = Application::build(load_config()?).await?;
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("helpline: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let app = Application::build(config).await?;
     println!("Helpline is running at http://{}/", app.addr);
     match &app.database {
         DatabaseSource::Private { data_dir, port } => {
@@ -98,21 +176,20 @@ async fn serve() -> anyhow::Result<()> {
         println!("  demo mode: replies come from the built-in simulator; set OPENAI_API_KEY to use OpenAI");
     }
     println!("  webhook URL: {}", app.webhook_url);
+    println!(
+        "  health: /healthz, /readyz; metrics: /metrics; check a setup with `helpline doctor`"
+    );
     app.run_until_stopped(shutdown_signal()).await
 }
 
 /// The webhook commands work on the same database `serve` would use.
-async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
-    let config = load_config()?;
+async fn webhooks(config: Config, command: WebhooksCommand) -> anyhow::Result<()> {
     let database = storage::open(&config.database).await?;
+    let pool = &database.pool;
     let result = match command {
-        WebhooksCommand::Dead { json } => admin::print_dead(&database.pool, json).await,
-        WebhooksCommand::Show { webhook_id } => {
-            admin::print_event(&database.pool, &webhook_id).await
-        }
-        WebhooksCommand::Replay { webhook_id } => {
-            admin::replay_dead(&database.pool, &webhook_id).await
-        }
+        WebhooksCommand::Dead { json } => admin::print_dead(pool, json).await,
+        WebhooksCommand::Show { webhook_id } => admin::print_event(pool, &webhook_id).await,
+        WebhooksCommand::Replay { webhook_id } => admin::replay_dead(pool, &webhook_id).await,
     };
     database.pool.close().await;
     if let Some(pg) = database.private {
@@ -121,9 +198,71 @@ async fn webhooks(command: WebhooksCommand) -> anyhow::Result<()> {
     result
 }
 
-fn load_config() -> anyhow::Result<Config> {
-    Config::from_env()
-        .map_err(|problems| anyhow::anyhow!("invalid configuration:\n  {}", problems.join("\n  ")))
+async fn delete_conversation(config: Config, id: Uuid, local_only: bool) -> anyhow::Result<()> {
+    let (pool, private_pg) = startup::open_database(&config).await?;
+    let ai = match (&config.openai, local_only) {
+        (Some(openai), false) => Some(AiClient::new(
+            &openai.base_url,
+            openai.api_key.expose(),
+            config.ai.clone(),
+            config.delivery.openai_timeout,
+        )),
+        _ => None,
+    };
+    let result = retention::delete_conversation(&pool, ai.as_ref(), id).await;
+    pool.close().await;
+    if let Some(pg) = private_pg {
+        tokio::task::spawn_blocking(move || pg.stop()).await?;
+    }
+    let done = result?;
+    println!(
+        "deleted conversation {id}: {} messages, {} AI turns{}",
+        done.deleted.messages,
+        done.deleted.turns,
+        if done.deleted.visitor {
+            ", and the visitor identity"
+        } else {
+            ""
+        }
+    );
+    match (&config.openai, local_only) {
+        (None, _) => println!("  demo mode: nothing was stored at OpenAI"),
+        (Some(_), true) => {
+            println!("  --local-only: the conversation and responses at OpenAI were left alone")
+        }
+        (Some(_), false) => println!(
+            "  at OpenAI: {} response(s) deleted{}",
+            done.openai_responses,
+            done.openai_conversation
+                .map(|c| format!(", conversation {c} deleted"))
+                .unwrap_or_default()
+        ),
+    }
+    Ok(())
+}
+
+async fn probe(config: &Config, path: &str) -> ExitCode {
+    let mut addr = config.bind;
+    if addr.ip().is_unspecified() {
+        addr.set_ip([127, 0, 0, 1].into());
+    }
+    let url = format!("http://{addr}{path}");
+    let answer = reqwest::Client::new()
+        .get(&url)
+        .timeout(std::time::Duration::from_secs(5))
+        .send()
+        .await;
+    match answer {
+        Ok(r) if r.status().is_success() => ExitCode::SUCCESS,
+        Ok(r) => {
+            eprintln!("{url}: {}", r.status());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn sim(

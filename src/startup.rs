@@ -1,5 +1,6 @@
 //! Wiring: database (given or private), AI (OpenAI or the built-in
-//! simulator), the HTTP app, the notification listener and the workers.
+//! simulator), the HTTP app, the notification listener, the workers and the
+//! retention job.
 
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
@@ -7,7 +8,7 @@ use anyhow::Context;
 use axum::Router;
 use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
-use tower_http::{services::ServeDir, trace::TraceLayer};
+use tower_http::services::ServeDir;
 
 use crate::{
     admin,
@@ -15,9 +16,12 @@ use crate::{
     chat,
     config::Config,
     hub::{self, Hub},
+    observe::{self, Health, Metrics},
+    retention,
     simulator::{Behaviour, Simulator},
     state::AppState,
     storage::{self, private_pg::PrivatePostgres},
+    telemetry,
     webhooks::{self, signature::WebhookSecret},
     worker,
 };
@@ -27,21 +31,43 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HTTP routes. Kept apart from `Application` so the shape is easy to see.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .merge(chat::router())
+    let static_dir = static_dir(&state.config);
+    let routes = Router::new()
+        .merge(chat::router(&static_dir))
         .merge(admin::router())
         .merge(webhooks::router())
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .fallback_service(ServeDir::new(static_dir()))
-        .layer(TraceLayer::new_for_http())
-        .with_state(state)
+        .merge(observe::router())
+        .fallback_service(ServeDir::new(static_dir));
+    telemetry::layers(routes).with_state(state)
 }
 
-/// `static/` next to the sources, or `HELPLINE_STATIC_DIR`.
-pub(crate) fn static_dir() -> PathBuf {
-    std::env::var_os("HELPLINE_STATIC_DIR")
-        .map(PathBuf::from)
+/// `HELPLINE_STATIC_DIR`, or `static/` next to the sources.
+fn static_dir(config: &Config) -> PathBuf {
+    config
+        .static_dir
+        .clone()
         .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/static")))
+}
+
+/// Connects to `DATABASE_URL`, or starts (or reuses) the private cluster.
+/// Does not migrate.
+pub async fn open_database(
+    config: &Config,
+) -> anyhow::Result<(sqlx::PgPool, Option<PrivatePostgres>)> {
+    let (database_url, private_pg) = match &config.database.url {
+        Some(url) => (url.expose().to_owned(), None),
+        None => {
+            let dir = config.database.data_dir.clone();
+            let pg = tokio::task::spawn_blocking(move || PrivatePostgres::ensure_running(&dir))
+                .await??;
+            storage::ensure_database(&pg.url("postgres"), "helpline").await?;
+            (pg.url("helpline"), Some(pg))
+        }
+    };
+    let pool = storage::connect(&database_url, config.database.max_connections)
+        .await
+        .context("cannot connect to PostgreSQL")?;
+    Ok((pool, private_pg))
 }
 
 /// Where the database came from, for the start-up report.
@@ -90,6 +116,8 @@ impl Application {
             None => DatabaseSource::Url,
         };
 
+        let metrics = Metrics::new();
+
         let timeout = config.delivery.openai_timeout;
         let (ai, webhook_secrets) = match &config.openai {
             Some(openai) => (
@@ -125,6 +153,7 @@ impl Application {
             }
         };
 
+        let ai = ai.with_metrics(metrics.clone());
         let demo_mode = config.openai.is_none();
         let state = AppState {
             pool,
@@ -134,6 +163,8 @@ impl Application {
             webhook_secrets: Arc::new(webhook_secrets),
             shutdown,
             tasks: TaskTracker::new(),
+            health: Health::default(),
+            metrics,
         };
         Ok(Self {
             listener,
@@ -155,6 +186,11 @@ impl Application {
 
     pub fn pool(&self) -> sqlx::PgPool {
         self.state.pool.clone()
+    }
+
+    /// The instance's shared state (metrics, health, AI client…).
+    pub fn state(&self) -> &AppState {
+        &self.state
     }
 
     /// Serves until `signal` resolves (or the shutdown token is cancelled),
@@ -182,6 +218,12 @@ impl Application {
             instance_id,
         ));
         worker::spawn(&state, work);
+        tasks.spawn(retention::run(
+            state.pool.clone(),
+            state.config.retention.clone(),
+            state.metrics.clone(),
+            shutdown.clone(),
+        ));
 
         let stop = shutdown.clone();
         tokio::spawn(async move {

@@ -5,7 +5,13 @@ use std::sync::Arc;
 use sqlx::PgPool;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use crate::{ai::AiClient, config::Config, hub::Hub, webhooks::signature::WebhookSecret};
+use crate::{
+    ai::AiClient,
+    config::Config,
+    hub::Hub,
+    observe::{Health, Metrics},
+    webhooks::signature::WebhookSecret,
+};
 
 /// Cheap to clone: everything inside is reference counted.
 #[derive(Clone)]
@@ -21,4 +27,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Sockets and workers, so that shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// Liveness of the workers, for `/readyz`.
+    pub health: Health,
+    /// This instance's metrics, rendered by `/metrics`.
+    pub metrics: Metrics,
 }

@@ -7,7 +7,12 @@
 //! conversation and turn, so a webhook that overtakes the create call can
 //! still be matched to its turn.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use async_openai::{
     config::OpenAIConfig,
@@ -22,7 +27,7 @@ use async_openai::{
 };
 use uuid::Uuid;
 
-use crate::config::AiSettings;
+use crate::{config::AiSettings, observe::Metrics};
 
 pub const META_CONVERSATION: &str = "helpline_conversation";
 pub const META_TURN: &str = "helpline_turn";
@@ -33,6 +38,7 @@ pub const HANDOFF_TOOL: &str = "handoff_to_human";
 pub struct AiClient {
     client: Client<OpenAIConfig>,
     settings: Arc<AiSettings>,
+    metrics: Metrics,
 }
 
 /// Where a response stands, as far as Helpline cares.
@@ -192,14 +198,44 @@ impl AiClient {
         Self {
             client,
             settings: Arc::new(settings),
+            metrics: Metrics::new(),
         }
     }
 
     /// `POST /responses/{id}/cancel`, for a response that ran past its deadline.
     #[tracing::instrument(skip(self))]
     pub async fn cancel_response(&self, response_id: &str) -> Result<(), AiError> {
-        self.client.responses().cancel(response_id).await?;
+        self.observed(
+            "POST /responses/{id}/cancel",
+            self.client.responses().cancel(response_id),
+        )
+        .await?;
         Ok(())
+    }
+
+    /// Counts every call in `metrics` (latency and errors by endpoint and status).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Runs one API call, timing it and counting its status.
+    async fn observed<T>(
+        &self,
+        endpoint: &'static str,
+        call: impl Future<Output = Result<T, OpenAIError>>,
+    ) -> Result<T, AiError> {
+        let started = Instant::now();
+        let result = call.await.map_err(AiError::from);
+        let (status, ok) = match &result {
+            Ok(_) => ("200".to_owned(), true),
+            Err(AiError::Api { status, .. }) => (status.to_string(), false),
+            Err(AiError::Transport(_)) => ("transport".to_owned(), false),
+            Err(AiError::Unexpected(_)) => ("unexpected".to_owned(), false),
+        };
+        self.metrics
+            .openai_call(endpoint, status, ok, started.elapsed());
+        result
     }
 
     /// `POST /conversations`, tagged with the Helpline conversation.
@@ -211,7 +247,13 @@ impl AiClient {
             ),
             items: None,
         };
-        Ok(self.client.conversations().create(request).await?.id)
+        let created = self
+            .observed(
+                "POST /conversations",
+                self.client.conversations().create(request),
+            )
+            .await?;
+        Ok(created.id)
     }
 
     /// `POST /responses` in the background, on the given OpenAI Conversation,
@@ -239,7 +281,17 @@ impl AiClient {
             (META_CONVERSATION.to_owned(), conversation_id.to_string()),
             (META_TURN.to_owned(), turn_id.to_string()),
         ]);
-        let request = CreateResponseArgs::default()
+        let mut args = CreateResponseArgs::default();
+        if let Some(max) = self.settings.max_output_tokens {
+            args.max_output_tokens(max);
+        }
+        if let Some(temperature) = self.settings.temperature {
+            args.temperature(temperature);
+        }
+        if self.settings.handoff_tool {
+            args.tools(vec![handoff_tool()]);
+        }
+        let request = args
             .model(&self.settings.model)
             .instructions(&self.settings.instructions)
             .conversation(openai_conversation)
@@ -247,15 +299,22 @@ impl AiClient {
             .background(true)
             .store(true)
             .metadata(metadata)
-            .tools(vec![handoff_tool()])
             .build()?;
-        Ok(self.client.responses().create(request).await?.id)
+        let created = self
+            .observed("POST /responses", self.client.responses().create(request))
+            .await?;
+        Ok(created.id)
     }
 
     /// `GET /responses/{id}`: its state, turn and assistant messages.
     #[tracing::instrument(skip(self))]
     pub async fn fetch_response(&self, response_id: &str) -> Result<FetchedResponse, AiError> {
-        let response = self.client.responses().retrieve(response_id).await?;
+        let response = self
+            .observed(
+                "GET /responses/{id}",
+                self.client.responses().retrieve(response_id),
+            )
+            .await?;
         let outcome = match response.status {
             Status::Queued | Status::InProgress => Outcome::Running,
             Status::Completed => Outcome::Completed,
@@ -326,6 +385,31 @@ impl AiClient {
         })
     }
 
+    /// `DELETE /conversations/{id}`. Returns false if OpenAI does not know
+    /// it (already deleted).
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_conversation(&self, openai_conversation: &str) -> Result<bool, AiError> {
+        let deleted = self
+            .observed(
+                "DELETE /conversations/{id}",
+                self.client.conversations().delete(openai_conversation),
+            )
+            .await;
+        gone_is_fine(deleted.map(|_| ()))
+    }
+
+    /// `DELETE /responses/{id}`. Returns false if OpenAI does not know it.
+    #[tracing::instrument(skip(self))]
+    pub async fn delete_response(&self, response_id: &str) -> Result<bool, AiError> {
+        let deleted = self
+            .observed(
+                "DELETE /responses/{id}",
+                self.client.responses().delete(response_id),
+            )
+            .await;
+        gone_is_fine(deleted.map(|_| ()))
+    }
+
     /// Answers a function call on the OpenAI Conversation (`POST
     /// /conversations/{id}/items` with a `function_call_output`), so the
     /// conversation stays consistent for the next response.
@@ -339,13 +423,21 @@ impl AiClient {
         let items = serde_json::json!({
             "items": [{ "type": "function_call_output", "call_id": call_id, "output": output }]
         });
-        let _: serde_json::Value = self
-            .client
-            .conversations()
-            .items(conversation)
-            .create_byot(items)
+        let conversations = self.client.conversations();
+        let items_api = conversations.items(conversation);
+        let created = items_api.create_byot::<_, serde_json::Value>(items);
+        self.observed("POST /conversations/{id}/items", created)
             .await?;
         Ok(())
+    }
+}
+
+/// A delete answered 404 has nothing left to delete.
+fn gone_is_fine(result: Result<(), AiError>) -> Result<bool, AiError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(AiError::Api { status: 404, .. }) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

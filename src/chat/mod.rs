@@ -40,12 +40,9 @@ use frames::AssistantStatus;
 /// version in its name: browsers keep it a few minutes, then revalidate.
 const WIDGET_CACHE_CONTROL: &str = "public, max-age=300, stale-while-revalidate=3600";
 
-pub fn router() -> Router<AppState> {
+pub fn router(static_dir: &std::path::Path) -> Router<AppState> {
     let widget = Router::new()
-        .route_service(
-            "/widget.js",
-            ServeFile::new(crate::startup::static_dir().join("widget.js")),
-        )
+        .route_service("/widget.js", ServeFile::new(static_dir.join("widget.js")))
         .layer(map_response(widget_headers));
     Router::new()
         .route("/api/visitors", post(create_visitor).options(preflight))

@@ -59,6 +59,7 @@ async fn serve(mut socket: WebSocket, state: AppState) {
     let Some((conversation_id, after_seq)) = handshake(&mut socket, &state).await else {
         return;
     };
+    let _open = state.metrics.socket_opened("customer");
     // Subscribe before reading the backlog, so nothing falls between the two.
     let subscription = state.hub.subscribe(conversation_id);
     let (sink, stream) = socket.split();
@@ -67,6 +68,7 @@ async fn serve(mut socket: WebSocket, state: AppState) {
         pool: state.pool.clone(),
         conversation_id,
         last_seq: 0,
+        metrics: state.metrics.clone(),
     };
     if let Err(e) = writer.welcome(after_seq).await {
         tracing::debug!(error = %e, "socket closed during welcome");
@@ -230,6 +232,7 @@ struct Writer {
     pool: PgPool,
     conversation_id: Uuid,
     last_seq: i64,
+    metrics: crate::observe::Metrics,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -333,6 +336,8 @@ impl Writer {
     }
 
     async fn send(&mut self, frame: impl Into<Utf8Bytes>) -> Result<(), WriteError> {
-        Ok(self.sink.send(text(frame)).await?)
+        self.sink.send(text(frame)).await?;
+        self.metrics.frame_sent("customer");
+        Ok(())
     }
 }

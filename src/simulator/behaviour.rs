@@ -33,6 +33,8 @@ pub struct Behaviour {
     pub create_failure: Failure,
     /// The next N `GET /v1/responses/{id}` answer 500.
     pub retrieve_failures: u32,
+    /// When set, only this API key is accepted; any other gets OpenAI's 401.
+    pub api_key: Option<String>,
 }
 
 impl Default for Behaviour {
@@ -49,6 +51,7 @@ impl Default for Behaviour {
             create_failures: 0,
             create_failure: Failure::ServerError,
             retrieve_failures: 0,
+            api_key: None,
         }
     }
 }

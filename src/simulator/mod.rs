@@ -26,7 +26,7 @@ use axum::{
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, post},
     Json, Router,
 };
 use serde::{Deserialize, Serialize};
@@ -136,6 +136,9 @@ impl Simulator {
             .route("/v1/responses", post(create_response))
             .route("/v1/responses/{id}", get(retrieve_response))
             .route("/v1/responses/{id}/cancel", post(cancel_response))
+            .route("/v1/models", get(list_models))
+            .route("/v1/conversations/{id}", delete(delete_conversation))
+            .route("/v1/responses/{id}", delete(delete_response))
             .route("/_sim/requests", get(list_requests))
             .route("/_sim/behaviour", get(get_behaviour).put(put_behaviour))
             .with_state(self.clone())
@@ -277,7 +280,7 @@ async fn create_conversation(
 ) -> Response {
     let body = body.map(|Json(b)| b).unwrap_or_else(|| json!({}));
     sim.record("POST", "/v1/conversations".into(), body.clone());
-    if let Err(e) = authorize(&headers) {
+    if let Err(e) = check_key(&sim, &headers) {
         return e.into_response();
     }
     let metadata = body.get("metadata").cloned().unwrap_or_else(|| json!({}));
@@ -299,7 +302,7 @@ async fn create_response(
     Json(body): Json<Value>,
 ) -> Response {
     sim.record("POST", "/v1/responses".into(), body.clone());
-    if let Err(e) = authorize(&headers) {
+    if let Err(e) = check_key(&sim, &headers) {
         return e.into_response();
     }
     let failure = sim.lock().behaviour.take_create_failure();
@@ -445,7 +448,7 @@ async fn retrieve_response(
     Path(id): Path<String>,
 ) -> Response {
     sim.record("GET", format!("/v1/responses/{id}"), Value::Null);
-    if let Err(e) = authorize(&headers) {
+    if let Err(e) = check_key(&sim, &headers) {
         return e.into_response();
     }
     if sim.lock().behaviour.take_retrieve_failure() {
@@ -472,7 +475,7 @@ async fn cancel_response(
     Path(id): Path<String>,
 ) -> Response {
     sim.record("POST", format!("/v1/responses/{id}/cancel"), Value::Null);
-    if let Err(e) = authorize(&headers) {
+    if let Err(e) = check_key(&sim, &headers) {
         return e.into_response();
     }
     let (answer, cancelled) = {
@@ -708,4 +711,86 @@ fn random_hex(bytes: usize) -> String {
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// `authorize`, and when the behaviour names the one valid key, that key.
+fn check_key(sim: &Simulator, headers: &HeaderMap) -> Result<(), ApiFailure> {
+    authorize(headers)?;
+    let Some(valid) = sim.lock().behaviour.api_key.clone() else {
+        return Ok(());
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    if given == valid {
+        Ok(())
+    } else {
+        Err(failure(
+            StatusCode::UNAUTHORIZED,
+            "Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.",
+            None,
+        ))
+    }
+}
+
+/// The models the simulator claims, in the shape of `GET /v1/models`.
+const MODELS: &[&str] = &["gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "gpt-4o-mini"];
+
+/// `GET /v1/models`: a cheap authenticated call (what `helpline doctor` uses).
+async fn list_models(State(sim): State<Simulator>, headers: HeaderMap) -> Response {
+    sim.record("GET", "/v1/models".into(), Value::Null);
+    if let Err(e) = check_key(&sim, &headers) {
+        return e.into_response();
+    }
+    let data: Vec<Value> = MODELS
+        .iter()
+        .map(|id| json!({ "id": id, "object": "model", "created": 1_744_316_542, "owned_by": "system" }))
+        .collect();
+    Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+/// `DELETE /v1/conversations/{id}`: the conversation goes; as at OpenAI,
+/// responses created on it are separate objects and stay.
+async fn delete_conversation(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    sim.record("DELETE", format!("/v1/conversations/{id}"), Value::Null);
+    if let Err(e) = check_key(&sim, &headers) {
+        return e.into_response();
+    }
+    match sim.lock().conversations.remove(&id) {
+        Some(_) => Json(json!({ "id": id, "object": "conversation.deleted", "deleted": true }))
+            .into_response(),
+        None => api_error(
+            StatusCode::NOT_FOUND,
+            &format!("Conversation with id '{id}' not found."),
+            None,
+        ),
+    }
+}
+
+/// `DELETE /v1/responses/{id}`.
+async fn delete_response(
+    State(sim): State<Simulator>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    sim.record("DELETE", format!("/v1/responses/{id}"), Value::Null);
+    if let Err(e) = check_key(&sim, &headers) {
+        return e.into_response();
+    }
+    match sim.lock().responses.remove(&id) {
+        Some(_) => {
+            Json(json!({ "id": id, "object": "response.deleted", "deleted": true })).into_response()
+        }
+        None => api_error(
+            StatusCode::NOT_FOUND,
+            &format!("Response with id '{id}' not found."),
+            None,
+        ),
+    }
 }

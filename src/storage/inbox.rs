@@ -11,6 +11,8 @@ pub struct Event {
     pub event_type: String,
     pub payload: Json<serde_json::Value>,
     pub attempts: i32,
+    /// The x-request-id of the delivery that recorded it.
+    pub request_id: Option<String>,
 }
 
 /// Stores a delivery and wakes the workers, in one statement. Returns false
@@ -22,12 +24,13 @@ pub async fn record(
     event_type: &str,
     payload: &serde_json::Value,
     handled: bool,
+    request_id: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let status = if handled { "pending" } else { "ignored" };
     let inserted: Option<bool> = sqlx::query_scalar(
         "WITH stored AS (
-             INSERT INTO webhook_events (webhook_id, event_id, event_type, payload, status)
-             VALUES ($1, $2, $3, $4, $5)
+             INSERT INTO webhook_events (webhook_id, event_id, event_type, payload, status, request_id)
+             VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (webhook_id) DO NOTHING
              RETURNING status
          )
@@ -38,6 +41,7 @@ pub async fn record(
     .bind(event_type)
     .bind(Json(payload))
     .bind(status)
+    .bind(request_id)
     .fetch_optional(pool)
     .await?;
     Ok(inserted.is_some())
@@ -55,7 +59,7 @@ pub async fn claim(pool: &PgPool, lease: Duration) -> Result<Option<Event>, sqlx
              FOR UPDATE SKIP LOCKED
              LIMIT 1
          )
-         RETURNING webhook_id, event_type, payload, attempts",
+         RETURNING webhook_id, event_type, payload, attempts, request_id",
     )
     .bind(lease.as_secs_f64())
     .fetch_optional(pool)

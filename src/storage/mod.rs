@@ -6,6 +6,7 @@
 
 pub mod conversations;
 pub mod inbox;
+pub mod ops;
 pub mod private_pg;
 pub mod turns;
 
@@ -57,8 +58,13 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         .await
 }
 
+/// Applies this version's pending migrations. Migrations applied by a newer
+/// version are ignored, so an older replica can still (re)start during a
+/// rolling upgrade.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("./migrations").run(pool).await
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.set_ignore_missing(true);
+    migrator.run(pool).await
 }
 
 /// Creates `name` on the server behind `admin_url` unless it exists.

@@ -114,20 +114,27 @@ impl PrivatePostgres {
         }
 
         pg.port = free_port().map_err(|e| io_err(&dir, e))?;
-        let options = pg.server_options();
-        pg.run(
+        pg.start()?;
+        Ok(pg)
+    }
+
+    /// Starts the cluster on its port (again, after `stop`). Blocking.
+    pub fn start(&mut self) -> Result<(), PrivatePgError> {
+        let log = self.data_dir.with_file_name("postgres.log");
+        let options = self.server_options();
+        self.run(
             "pg_ctl start",
-            Command::new(pg.bin("pg_ctl"))
+            Command::new(self.bin("pg_ctl"))
                 .arg("start")
                 .args(["-w", "-t", "60", "-D"])
-                .arg(&pg.data_dir)
+                .arg(&self.data_dir)
                 .arg("-l")
                 .arg(&log)
                 .args(["-o", &options]),
             &log,
         )?;
-        pg.started_here = true;
-        Ok(pg)
+        self.started_here = true;
+        Ok(())
     }
 
     /// A URL for the cluster's `postgres` database, or for `database`.

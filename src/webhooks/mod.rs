@@ -5,7 +5,7 @@ pub mod signature;
 
 use axum::{
     body::Bytes,
-    extract::{DefaultBodyLimit, State},
+    extract::{rejection::BytesRejection, DefaultBodyLimit, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::post,
@@ -14,7 +14,7 @@ use axum::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{state::AppState, storage::inbox};
+use crate::{state::AppState, storage::inbox, telemetry::REQUEST_ID_HEADER};
 use signature::VerifyError;
 
 /// OpenAI's event bodies are thin (ids only); anything bigger is refused.
@@ -58,14 +58,26 @@ enum WebhookError {
     Database(#[from] sqlx::Error),
 }
 
+impl WebhookError {
+    /// The machine-readable reason, as the 4xx/5xx body and the
+    /// `helpline_webhooks_rejected_total` label name it.
+    fn code(&self) -> &'static str {
+        match self {
+            Self::Signature(e) => e.code(),
+            Self::Malformed(_) => "malformed_event",
+            Self::Database(_) => "database_unavailable",
+        }
+    }
+}
+
 impl IntoResponse for WebhookError {
     fn into_response(self) -> Response {
-        let (status, code) = match &self {
-            Self::Signature(e) => (StatusCode::BAD_REQUEST, e.code()),
-            Self::Malformed(_) => (StatusCode::BAD_REQUEST, "malformed_event"),
+        let status = match &self {
+            Self::Signature(_) | Self::Malformed(_) => StatusCode::BAD_REQUEST,
             // 5xx makes OpenAI deliver again later: nothing is lost.
-            Self::Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+            Self::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
+        let code = self.code();
         match &self {
             Self::Database(e) => tracing::error!(error = %e, "webhook not recorded"),
             other => tracing::warn!(reason = %other, "webhook rejected"),
@@ -78,19 +90,53 @@ impl IntoResponse for WebhookError {
     }
 }
 
+/// Counts every delivery (received, then accepted or rejected by reason)
+/// around the actual work in `record`.
 async fn receive(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Receipt>, WebhookError> {
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    state.metrics.webhook_received();
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            let reason = if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                "body_too_large"
+            } else {
+                "unreadable_body"
+            };
+            state.metrics.webhook_rejected(reason);
+            return rejection.into_response();
+        }
+    };
+    match record(&state, &headers, &body).await {
+        Ok(receipt) => {
+            state.metrics.webhook_accepted(receipt.duplicate);
+            Json(receipt).into_response()
+        }
+        Err(e) => {
+            state.metrics.webhook_rejected(e.code());
+            e.into_response()
+        }
+    }
+}
+
+async fn record(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Receipt, WebhookError> {
     let secrets = &state.webhook_secrets;
-    let verified = signature::verify(secrets, &headers, &body, chrono::Utc::now().timestamp())?;
+    let verified = signature::verify(secrets, headers, body, chrono::Utc::now().timestamp())?;
 
     let payload: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
+        serde_json::from_slice(body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
     let envelope =
         Envelope::deserialize(&payload).map_err(|e| WebhookError::Malformed(e.to_string()))?;
     let handled = HANDLED_EVENTS.contains(&envelope.kind.as_str());
+    // Set by the request-id layer: the worker logs it with the event.
+    let request_id = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
 
     let inserted = inbox::record(
         &state.pool,
@@ -99,11 +145,12 @@ async fn receive(
         &envelope.kind,
         &payload,
         handled,
+        request_id,
     )
     .await?;
     tracing::info!(webhook_id = %verified.webhook_id, event_type = %envelope.kind, duplicate = !inserted, "webhook recorded");
-    Ok(Json(Receipt {
+    Ok(Receipt {
         received: true,
         duplicate: !inserted,
-    }))
+    })
 }

@@ -34,9 +34,15 @@ enum ProcessError {
     NoResponseId,
 }
 
-#[tracing::instrument(skip_all, fields(webhook_id = %event.webhook_id, event_type = %event.event_type))]
+#[tracing::instrument(skip_all, fields(
+    webhook_id = %event.webhook_id,
+    event_type = %event.event_type,
+    request_id = event.request_id.as_deref().unwrap_or("-"),
+))]
 pub(super) async fn process(state: &AppState, event: Event) {
+    let started = std::time::Instant::now();
     let result = handle(state, &event).await;
+    let mut verdict = "processed";
     let outcome = match result {
         Ok(()) => inbox::mark_processed(&state.pool, &event.webhook_id).await,
         Err(e) => {
@@ -58,6 +64,7 @@ pub(super) async fn process(state: &AppState, event: Event) {
                 )
                 .max(retry_after.unwrap_or_default())
             });
+            verdict = if delay.is_some() { "retry" } else { "dead" };
             tracing::warn!(error = %e, attempts = event.attempts, retry_in = ?delay, "event processing failed");
             inbox::retry_later(&state.pool, &event.webhook_id, delay, &e.to_string()).await
         }
@@ -66,6 +73,7 @@ pub(super) async fn process(state: &AppState, event: Event) {
         // The lease runs out and another worker retries it.
         tracing::error!(error = %e, "could not record the event's outcome");
     }
+    state.metrics.event_processed(verdict, started.elapsed());
 }
 
 async fn handle(state: &AppState, event: &Event) -> Result<(), ProcessError> {

@@ -34,7 +34,9 @@ pub async fn wake(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 
 /// Starts the configured number of worker loops.
 pub fn spawn(state: &AppState, work: Arc<Notify>) {
-    for _ in 0..state.config.worker.concurrency.max(1) {
+    let n = state.config.worker.concurrency.max(1);
+    state.health.expect_workers(n);
+    for _ in 0..n {
         state.tasks.spawn(run(state.clone(), work.clone()));
     }
     state.tasks.spawn(reconciler::run(state.clone()));
@@ -42,6 +44,7 @@ pub fn spawn(state: &AppState, work: Arc<Notify>) {
 
 async fn run(state: AppState, work: Arc<Notify>) {
     let poll = state.config.worker.poll_interval;
+    let _alive = state.health.worker_started();
     while !state.shutdown.is_cancelled() {
         // Register for wake-ups before looking, so a notification that lands
         // between an empty look and the wait is not missed.

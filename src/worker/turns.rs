@@ -161,6 +161,7 @@ pub async fn finish_turn(
                 .ok_or(sqlx::Error::RowNotFound)?,
         );
     }
+    let mut handed_over = false;
     if who_speaks.ai_speaks() {
         // The AI asked for a person, or gave no answer: the customer is told
         // a person will take over, and agents see the conversation flagged.
@@ -186,6 +187,7 @@ pub async fn finish_turn(
                 conversation::transition(&mut tx, conversation_id, action, actor, reason)
                     .await
                     .map_err(into_sqlx)?;
+                handed_over = true;
             }
         }
     }
@@ -200,6 +202,10 @@ pub async fn finish_turn(
     }
     tx.commit().await?;
     tracing::info!(%turn_id, status = ?end.status, messages = stored.len(), "AI turn finished");
+    crate::observe::turn_finished(state, turn_id, end.status).await;
+    if handed_over {
+        state.metrics.handoff();
+    }
     Ok(())
 }
 

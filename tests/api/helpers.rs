@@ -50,6 +50,19 @@ fn server_url() -> &'static str {
     })
 }
 
+/// A fresh, empty database on the test server (or on `server`).
+pub async fn new_database(server: Option<&str>) -> String {
+    let server = match server {
+        Some(s) => s.to_owned(),
+        None => server_url().to_owned(),
+    };
+    let name = format!("helpline_test_{}", Uuid::new_v4().simple());
+    storage::ensure_database(&server, &name)
+        .await
+        .expect("create test database");
+    database_url(&server, &name)
+}
+
 fn database_url(server: &str, name: &str) -> String {
     let mut url = reqwest::Url::parse(server).expect("database URL");
     url.set_path(&format!("/{name}"));
@@ -88,6 +101,7 @@ pub struct TestApp {
     pub pool: PgPool,
     pub sim: Simulator,
     pub sim_addr: SocketAddr,
+    /// The webhook secret as configured (`whsec_…`).
     pub secret_text: String,
     pub secret: WebhookSecret,
     pub http: reqwest::Client,
@@ -359,6 +373,18 @@ impl TestApp {
         }
     }
 
+    /// `GET /metrics`, as text.
+    pub async fn metrics(&self) -> String {
+        let response = self
+            .http
+            .get(format!("{}/metrics", self.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         sqlx::query_scalar(sql).fetch_one(&self.pool).await.unwrap()
     }
@@ -540,4 +566,21 @@ pub async fn run_cli(
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     (output.status, stdout, stderr)
+}
+
+/// The value of the series `name` with (at least) `labels` in a Prometheus
+/// text exposition; 0 when the series is absent.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| {
+            let (series_name, rest) = series.split_once('{').unwrap_or((series, ""));
+            series_name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        })
+        .map(|(_, value)| value.parse().expect("a number"))
+        .unwrap_or(0.0)
 }

@@ -9,6 +9,8 @@ mod crashes;
 mod dead_letters;
 mod faults;
 mod instances;
+mod observability;
+mod operations;
 mod processes;
 mod reconnect;
 mod webhook_delivery;
