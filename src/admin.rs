@@ -135,3 +135,57 @@ pub async fn replay_dead(pool: &sqlx::PgPool, webhook_id: &str) -> anyhow::Resul
     println!("{webhook_id} is queued again; a running Helpline instance will process it");
     Ok(())
 }
+
+/// `helpline agents add`: returns the password when it was generated (to be
+/// shown once).
+pub async fn add_agent(
+    pool: &sqlx::PgPool,
+    email: &str,
+    name: &str,
+    password: Option<String>,
+) -> anyhow::Result<Option<String>> {
+    let email = email.trim();
+    if !email.contains('@') || email.len() > 254 {
+        anyhow::bail!("{email:?} is not an email address");
+    }
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        anyhow::bail!("the name must be 1 to 100 characters");
+    }
+    let (password, generated) = match password {
+        Some(p) => (p, false),
+        None => (base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, rand::random::<[u8; 18]>()), true),
+    };
+    if password.chars().count() < 12 {
+        anyhow::bail!("the password must be at least 12 characters");
+    }
+    let hash = crate::agents::auth::hash_password(&password);
+    if crate::storage::agents::create(pool, email, name, &hash).await?.is_none() {
+        anyhow::bail!("an agent with the email {email} exists already");
+    }
+    Ok(generated.then_some(password))
+}
+
+/// `helpline agents list`
+pub async fn print_agents(pool: &sqlx::PgPool) -> anyhow::Result<()> {
+    let agents = crate::storage::agents::list(pool).await?;
+    if agents.is_empty() {
+        println!("no agents yet: add one with `helpline agents add --email … --name …`");
+        return Ok(());
+    }
+    println!("{:<36}  {:<30}  {:<9}  created", "email", "name", "status");
+    for agent in agents {
+        let status = if agent.disabled_at.is_some() { "disabled" } else { "active" };
+        println!("{:<36}  {:<30}  {:<9}  {}", agent.email, agent.name, status, agent.created_at.format("%Y-%m-%d"));
+    }
+    Ok(())
+}
+
+/// `helpline agents disable`: the agent is signed out at their next request.
+pub async fn disable_agent(pool: &sqlx::PgPool, email: &str) -> anyhow::Result<()> {
+    if !crate::storage::agents::disable(pool, email).await? {
+        anyhow::bail!("no active agent with the email {email}");
+    }
+    println!("{email} is disabled and signed out");
+    Ok(())
+}

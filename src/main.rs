@@ -43,6 +43,11 @@ enum Command {
     /// webhook URL; print the webhook URL and events to set up in OpenAI.
     /// Exits non-zero when something must be fixed.
     Doctor,
+    /// Manage the agents who use the console at /agent/.
+    Agents {
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
     /// Inspect and replay webhook events whose processing failed for good.
     Webhooks {
         #[command(subcommand)]
@@ -88,6 +93,32 @@ enum ConversationsCommand {
         /// Delete only what Helpline stores, not the copies at OpenAI.
         #[arg(long)]
         local_only: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// Add an agent. The password is asked for (twice) on a terminal, read
+    /// from standard input with --password-stdin, or generated and printed
+    /// once with --generate-password.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, conflicts_with = "generate_password")]
+        password_stdin: bool,
+        /// Generate a password and print it once.
+        #[arg(long)]
+        generate_password: bool,
+    },
+    /// List agents.
+    List,
+    /// Disable an agent: signed out at once, and no longer able to sign in.
+    Disable {
+        #[arg(long)]
+        email: String,
     },
 }
 
@@ -144,6 +175,7 @@ async fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Command::Agents { command } => report(agents(config, command).await),
         Command::Webhooks { command } => report(webhooks(config, command).await),
         Command::Conversations {
             command: ConversationsCommand::Delete { id, local_only },
@@ -180,6 +212,50 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "  health: /healthz, /readyz; metrics: /metrics; check a setup with `helpline doctor`"
     );
     app.run_until_stopped(shutdown_signal()).await
+}
+
+/// The agent commands work on the same database `serve` would use.
+async fn agents(config: Config, command: AgentsCommand) -> anyhow::Result<()> {
+    // Ask before touching the database, so a typo costs nothing.
+    let password = match &command {
+        AgentsCommand::Add { password_stdin: true, .. } => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            Some(line.trim_end_matches(['\r', '\n']).to_owned())
+        }
+        AgentsCommand::Add { generate_password: false, .. } => {
+            let first = rpassword::prompt_password("Password: ")
+                .map_err(|e| anyhow::anyhow!("cannot read a password ({e}); use --password-stdin or --generate-password"))?;
+            let again = rpassword::prompt_password("Password again: ")?;
+            if first != again {
+                anyhow::bail!("the passwords differ");
+            }
+            Some(first)
+        }
+        _ => None,
+    };
+    let database = storage::open(&config.database).await?;
+    let pool = &database.pool;
+    let result = match command {
+        AgentsCommand::Add { email, name, .. } => match admin::add_agent(pool, &email, &name, password).await {
+            Ok(Some(generated)) => {
+                println!("added {email}; its password (shown only now): {generated}");
+                Ok(())
+            }
+            Ok(None) => {
+                println!("added {email}");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        },
+        AgentsCommand::List => admin::print_agents(pool).await,
+        AgentsCommand::Disable { email } => admin::disable_agent(pool, &email).await,
+    };
+    database.pool.close().await;
+    if let Some(pg) = database.private {
+        tokio::task::spawn_blocking(move || pg.stop()).await?;
+    }
+    result
 }
 
 /// The webhook commands work on the same database `serve` would use.

@@ -10,8 +10,10 @@ use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::services::ServeDir;
 
+use tower_sessions_sqlx_store::PostgresStore;
+
 use crate::{
-    admin,
+    admin, agents,
     ai::AiClient,
     chat,
     config::Config,
@@ -32,8 +34,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// The HTTP routes. Kept apart from `Application` so the shape is easy to see.
 pub fn app(state: AppState) -> Router {
     let static_dir = static_dir(&state.config);
+    let sessions = PostgresStore::new(state.pool.clone());
+    let https = state.config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
     let routes = Router::new()
         .merge(chat::router(&static_dir))
+        .merge(agents::router(sessions, https))
         .merge(admin::router())
         .merge(webhooks::router())
         .merge(observe::router())
@@ -232,7 +237,9 @@ impl Application {
                 _ = stop.cancelled() => {}
             }
         });
-        let served = axum::serve(listener, app(state))
+        // Peer addresses feed the login throttle.
+        let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let served = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;
 

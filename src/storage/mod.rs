@@ -4,6 +4,7 @@
 //! Queries are plain `sqlx::query`/`query_as` (no compile-time database);
 //! the integration tests run every one of them against a real PostgreSQL.
 
+pub mod agents;
 pub mod conversations;
 pub mod inbox;
 pub mod ops;
@@ -46,6 +47,11 @@ pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Database> {
         .await
         .context("cannot connect to PostgreSQL")?;
     migrate(&pool).await.context("database migrations failed")?;
+    // The agent console's sessions live in tower-sessions' own schema.
+    tower_sessions_sqlx_store::PostgresStore::new(pool.clone())
+        .migrate()
+        .await
+        .context("creating the session table failed")?;
     Ok(Database { pool, private })
 }
 

@@ -1,0 +1,229 @@
+//! The console's JSON API under `/api/agent/...` (docs/agent-api.md): the
+//! conversation list, transcripts, and the actions that change who speaks.
+
+use axum::{
+    extract::{Path, Query, State},
+    Json,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::{PgConnection, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::{
+    auth::{ActingAgent, CurrentAgent},
+    frames::Item,
+};
+use crate::{
+    chat::frames::MAX_TEXT_CHARS,
+    conversation::{self, Action, Actor, State as Who, TransitionError},
+    error::ApiError,
+    hub,
+    state::AppState,
+    storage::{
+        agents::{self, Summary},
+        conversations::{self, Message, NewMessage, Role},
+    },
+};
+
+#[derive(Deserialize)]
+pub(super) struct ListQuery {
+    state: Option<String>,
+    q: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/agent/conversations?state=&q=&limit=`
+pub(super) async fn list(
+    agent: CurrentAgent,
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<Summary>>, ApiError> {
+    if let Some(s) = &query.state {
+        if !["bot", "needs_human", "human", "resolved"].contains(&s.as_str()) {
+            return Err(ApiError::bad_request("invalid_state", "state is one of bot, needs_human, human, resolved"));
+        }
+    }
+    let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let limit = query.limit.unwrap_or(100).clamp(1, 500);
+    let found = agents::summaries(&state.pool, agent.id, query.state.as_deref(), search, None, limit).await?;
+    Ok(Json(found))
+}
+
+#[derive(Deserialize)]
+pub(super) struct ShowQuery {
+    after_seq: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub(super) struct Transcript {
+    conversation: Summary,
+    items: Vec<Value>,
+}
+
+/// `GET /api/agent/conversations/{id}?after_seq=N`: the summary and every
+/// item after `after_seq` (all of them by default), in `seq` order.
+pub(super) async fn show(
+    agent: CurrentAgent,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Query(query): Query<ShowQuery>,
+) -> Result<Json<Transcript>, ApiError> {
+    let conversation = summary(&state, agent.id, id).await?;
+    let items = conversations::items_after(&state.pool, id, query.after_seq.unwrap_or(0).max(0)).await?;
+    let items = items.iter().map(|m| serde_json::to_value(Item::from(m)).expect("items serialize")).collect();
+    Ok(Json(Transcript { conversation, items }))
+}
+
+async fn summary(state: &AppState, agent_id: Uuid, id: Uuid) -> Result<Summary, ApiError> {
+    agents::summaries(&state.pool, agent_id, None, None, Some(id), 1).await?.pop().ok_or(ApiError::NotFound)
+}
+
+#[derive(Deserialize)]
+pub(super) struct Text {
+    text: String,
+}
+
+fn checked(text: &str) -> Result<&str, ApiError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(ApiError::bad_request("empty_message", "text is empty"));
+    }
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(ApiError::bad_request("message_too_long", "text is longer than 4000 characters"));
+    }
+    Ok(text)
+}
+
+/// `POST /api/agent/conversations/{id}/messages`: reply to the customer. An
+/// agent replying while the AI has the conversation takes it over.
+pub(super) async fn reply(
+    ActingAgent(agent): ActingAgent,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Json(body): Json<Text>,
+) -> Result<Json<Value>, ApiError> {
+    let text = checked(&body.text)?;
+    let mut tx = state.pool.begin().await?;
+    let actor = Actor::Agent { id: agent.id, name: &agent.name };
+    match lock_existing(&mut tx, id).await? {
+        Who::Resolved => {
+            return Err(ApiError::Conflict {
+                code: "conversation_resolved",
+                message: "the conversation is resolved; reopen it to reply".into(),
+            })
+        }
+        Who::Bot | Who::NeedsHuman => {
+            conversation::transition(&mut tx, id, Action::AgentReplied, actor, None).await.map_err(transition_error)?;
+        }
+        Who::Human => {}
+    }
+    let mut new = NewMessage::public(id, Role::Agent, text);
+    new.author_id = Some(agent.id);
+    new.author_name = Some(&agent.name);
+    let item = store(&mut tx, new).await?;
+    tx.commit().await?;
+    Ok(Json(item_json(&item)))
+}
+
+/// `POST /api/agent/conversations/{id}/notes`: an internal note.
+pub(super) async fn note(
+    ActingAgent(agent): ActingAgent,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Json(body): Json<Text>,
+) -> Result<Json<Value>, ApiError> {
+    let text = checked(&body.text)?;
+    let mut tx = state.pool.begin().await?;
+    lock_existing(&mut tx, id).await?;
+    let mut new = NewMessage::internal(id, Role::Note, text);
+    new.author_id = Some(agent.id);
+    new.author_name = Some(&agent.name);
+    let item = store(&mut tx, new).await?;
+    tx.commit().await?;
+    Ok(Json(item_json(&item)))
+}
+
+#[derive(Deserialize, Default)]
+pub(super) struct Reason {
+    reason: Option<String>,
+}
+
+/// `POST /api/agent/conversations/{id}/{takeover|handback|resolve|reopen}`
+pub(super) async fn act(
+    ActingAgent(agent): ActingAgent,
+    State(state): State<AppState>,
+    Path((id, action)): Path<(Uuid, String)>,
+    body: Option<Json<Reason>>,
+) -> Result<Json<Summary>, ApiError> {
+    let action = match action.as_str() {
+        "takeover" => Action::TakeOver,
+        "handback" => Action::HandBack,
+        "resolve" => Action::Resolve,
+        "reopen" => Action::Reopen,
+        _ => return Err(ApiError::NotFound),
+    };
+    let reason = body.and_then(|Json(b)| b.reason).map(|r| r.trim().chars().take(500).collect::<String>());
+    let reason = reason.as_deref().filter(|r| !r.is_empty());
+    let mut tx = state.pool.begin().await?;
+    lock_existing(&mut tx, id).await?;
+    let actor = Actor::Agent { id: agent.id, name: &agent.name };
+    conversation::transition(&mut tx, id, action, actor, reason).await.map_err(transition_error)?;
+    tx.commit().await?;
+    Ok(Json(summary(&state, agent.id, id).await?))
+}
+
+#[derive(Deserialize)]
+pub(super) struct Read {
+    seq: i64,
+}
+
+/// `POST /api/agent/conversations/{id}/read`: read up to item `seq`.
+pub(super) async fn read(
+    ActingAgent(agent): ActingAgent,
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    Json(body): Json<Read>,
+) -> Result<Json<Summary>, ApiError> {
+    agents::mark_read(&state.pool, agent.id, id, body.seq).await?;
+    Ok(Json(summary(&state, agent.id, id).await?))
+}
+
+/// The conversation's state under its lock; 404 if there is none.
+async fn lock_existing(conn: &mut PgConnection, id: Uuid) -> Result<Who, ApiError> {
+    match conversation::lock_state(conn, id).await {
+        Ok(who) => Ok(who),
+        Err(sqlx::Error::RowNotFound) => Err(ApiError::NotFound),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn store(tx: &mut Transaction<'_, Postgres>, new: NewMessage<'_>) -> Result<Message, ApiError> {
+    let item = conversations::append(tx, new).await?.ok_or(ApiError::Internal(anyhow::anyhow!("item not stored")))?;
+    hub::publish_message(tx, &item).await?;
+    Ok(item)
+}
+
+fn item_json(item: &Message) -> Value {
+    serde_json::to_value(Item::from(item)).expect("items serialize")
+}
+
+fn transition_error(e: TransitionError) -> ApiError {
+    match e {
+        TransitionError::NotAllowed { from, action } => ApiError::Conflict {
+            code: "invalid_transition",
+            message: format!("cannot {} a conversation that is {}", verb(action), from.as_str()),
+        },
+        TransitionError::Database(e) => e.into(),
+    }
+}
+
+fn verb(action: Action) -> &'static str {
+    match action {
+        Action::TakeOver => "take over",
+        Action::HandBack => "hand back",
+        Action::Resolve => "resolve",
+        Action::Reopen => "reopen",
+        _ => "change",
+    }
+}

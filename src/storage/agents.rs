@@ -1,0 +1,166 @@
+//! Agents, their failed logins, and what each has read.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Agent {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    #[serde(skip)]
+    pub password_hash: String,
+    pub disabled_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+const AGENT_COLUMNS: &str = "id, email, name, password_hash, disabled_at, created_at";
+
+/// Returns `None` if an agent with that email exists already.
+pub async fn create(pool: &PgPool, email: &str, name: &str, password_hash: &str) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar(
+        "INSERT INTO agents (id, email, name, password_hash) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (lower(email)) DO NOTHING RETURNING id",
+    )
+    .bind(Uuid::now_v7())
+    .bind(email)
+    .bind(name)
+    .bind(password_hash)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn find_by_email(pool: &PgPool, email: &str) -> Result<Option<Agent>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE lower(email) = lower($1)"))
+        .bind(email)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Agent>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<Agent>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at"))
+        .fetch_all(pool)
+        .await
+}
+
+/// Returns false if there is no such (enabled) agent.
+pub async fn disable(pool: &PgPool, email: &str) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "UPDATE agents SET disabled_at = now() WHERE lower(email) = lower($1) AND disabled_at IS NULL",
+    )
+    .bind(email)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+pub async fn record_login_failure(pool: &PgPool, email: &str, ip: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO login_failures (email, ip) VALUES ($1, $2)")
+        .bind(email)
+        .bind(ip)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Failed logins within `window` for this email and from this address.
+pub async fn recent_failures(pool: &PgPool, email: &str, ip: &str, window: Duration) -> Result<(i64, i64), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT
+             count(*) FILTER (WHERE lower(email) = lower($1)),
+             count(*) FILTER (WHERE ip = $2)
+         FROM login_failures WHERE failed_at > now() - make_interval(secs => $3)",
+    )
+    .bind(email)
+    .bind(ip)
+    .bind(window.as_secs_f64())
+    .fetch_one(pool)
+    .await
+}
+
+/// The agent has read the conversation up to `agent_seq`.
+pub async fn mark_read(pool: &PgPool, agent_id: Uuid, conversation_id: Uuid, agent_seq: i64) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO agent_reads (agent_id, conversation_id, read_agent_seq) VALUES ($1, $2, $3)
+         ON CONFLICT (agent_id, conversation_id)
+         DO UPDATE SET read_agent_seq = GREATEST(agent_reads.read_agent_seq, EXCLUDED.read_agent_seq)",
+    )
+    .bind(agent_id)
+    .bind(conversation_id)
+    .bind(agent_seq)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A conversation as the agents' list shows it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Summary {
+    pub id: Uuid,
+    pub visitor_id: Uuid,
+    pub state: String,
+    pub last_seq: i64,
+    pub last_message: Option<String>,
+    pub last_role: Option<String>,
+    pub last_message_at: Option<DateTime<Utc>>,
+    /// Customer messages this agent has not read.
+    pub unread: i64,
+    /// An AI turn is in flight.
+    pub thinking: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Conversations for the list: `needs_human` first, then newest activity;
+/// optionally one state, and only those with a message matching `search`.
+pub async fn summaries(
+    pool: &PgPool,
+    agent_id: Uuid,
+    state: Option<&str>,
+    search: Option<&str>,
+    only: Option<Uuid>,
+    limit: i64,
+) -> Result<Vec<Summary>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT c.id, c.visitor_id, c.state, c.last_agent_seq AS last_seq,
+                last.body AS last_message, last.role AS last_role, last.created_at AS last_message_at,
+                (SELECT count(*) FROM messages m WHERE m.conversation_id = c.id AND m.role = 'customer'
+                    AND m.agent_seq > COALESCE(r.read_agent_seq, 0)) AS unread,
+                EXISTS (SELECT 1 FROM turns t WHERE t.conversation_id = c.id
+                    AND t.status IN ('pending', 'in_flight')) AS thinking,
+                c.created_at, c.updated_at
+         FROM conversations c
+         LEFT JOIN agent_reads r ON r.conversation_id = c.id AND r.agent_id = $1
+         LEFT JOIN LATERAL (
+             SELECT body, role, created_at FROM messages m
+             WHERE m.conversation_id = c.id AND m.role IN ('customer', 'assistant', 'agent', 'system')
+             ORDER BY m.agent_seq DESC LIMIT 1
+         ) last ON true
+         WHERE ($2::text IS NULL OR c.state = $2)
+           AND ($3::uuid IS NULL OR c.id = $3)
+           AND ($4::text IS NULL OR EXISTS (
+               SELECT 1 FROM messages m WHERE m.conversation_id = c.id
+               AND m.body ILIKE '%' || replace(replace(replace($4, '\\', '\\\\'), '%', '\\%'), '_', '\\_') || '%'))
+           AND c.last_agent_seq > 0
+         ORDER BY (c.state = 'needs_human') DESC, c.updated_at DESC
+         LIMIT $5",
+    )
+    .bind(agent_id)
+    .bind(state)
+    .bind(only)
+    .bind(search)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
