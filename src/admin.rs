@@ -154,13 +154,22 @@ pub async fn add_agent(
     }
     let (password, generated) = match password {
         Some(p) => (p, false),
-        None => (base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, rand::random::<[u8; 18]>()), true),
+        None => (
+            base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                rand::random::<[u8; 18]>(),
+            ),
+            true,
+        ),
     };
     if password.chars().count() < 12 {
         anyhow::bail!("the password must be at least 12 characters");
     }
     let hash = crate::agents::auth::hash_password(&password);
-    if crate::storage::agents::create(pool, email, name, &hash).await?.is_none() {
+    if crate::storage::agents::create(pool, email, name, &hash)
+        .await?
+        .is_none()
+    {
         anyhow::bail!("an agent with the email {email} exists already");
     }
     Ok(generated.then_some(password))
@@ -175,8 +184,18 @@ pub async fn print_agents(pool: &sqlx::PgPool) -> anyhow::Result<()> {
     }
     println!("{:<36}  {:<30}  {:<9}  created", "email", "name", "status");
     for agent in agents {
-        let status = if agent.disabled_at.is_some() { "disabled" } else { "active" };
-        println!("{:<36}  {:<30}  {:<9}  {}", agent.email, agent.name, status, agent.created_at.format("%Y-%m-%d"));
+        let status = if agent.disabled_at.is_some() {
+            "disabled"
+        } else {
+            "active"
+        };
+        println!(
+            "{:<36}  {:<30}  {:<9}  {}",
+            agent.email,
+            agent.name,
+            status,
+            agent.created_at.format("%Y-%m-%d")
+        );
     }
     Ok(())
 }

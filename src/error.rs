@@ -53,12 +53,17 @@ impl IntoResponse for ApiError {
         let (status, code, message) = match &self {
             Self::BadRequest { code, message } => (StatusCode::BAD_REQUEST, *code, message.clone()),
             Self::Forbidden { code, message } => (StatusCode::FORBIDDEN, *code, message.clone()),
-            Self::Unauthorized { code, message } => (StatusCode::UNAUTHORIZED, *code, message.clone()),
+            Self::Unauthorized { code, message } => {
+                (StatusCode::UNAUTHORIZED, *code, message.clone())
+            }
             Self::Conflict { code, message } => (StatusCode::CONFLICT, *code, message.clone()),
             Self::TooManyRequests { retry_after_secs } => {
                 let body = json!({ "error": { "code": "too_many_attempts",
                     "message": format!("too many attempts; try again in {retry_after_secs} s") } });
-                let retry_after = [(axum::http::header::RETRY_AFTER, retry_after_secs.to_string())];
+                let retry_after = [(
+                    axum::http::header::RETRY_AFTER,
+                    retry_after_secs.to_string(),
+                )];
                 return (StatusCode::TOO_MANY_REQUESTS, retry_after, Json(body)).into_response();
             }
             Self::NotFound => (StatusCode::NOT_FOUND, "not_found", "not found".to_owned()),

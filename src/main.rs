@@ -218,14 +218,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 async fn agents(config: Config, command: AgentsCommand) -> anyhow::Result<()> {
     // Ask before touching the database, so a typo costs nothing.
     let password = match &command {
-        AgentsCommand::Add { password_stdin: true, .. } => {
+        AgentsCommand::Add {
+            password_stdin: true,
+            ..
+        } => {
             let mut line = String::new();
             std::io::stdin().read_line(&mut line)?;
             Some(line.trim_end_matches(['\r', '\n']).to_owned())
         }
-        AgentsCommand::Add { generate_password: false, .. } => {
-            let first = rpassword::prompt_password("Password: ")
-                .map_err(|e| anyhow::anyhow!("cannot read a password ({e}); use --password-stdin or --generate-password"))?;
+        AgentsCommand::Add {
+            generate_password: false,
+            ..
+        } => {
+            let first = rpassword::prompt_password("Password: ").map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot read a password ({e}); use --password-stdin or --generate-password"
+                )
+            })?;
             let again = rpassword::prompt_password("Password again: ")?;
             if first != again {
                 anyhow::bail!("the passwords differ");
@@ -237,17 +246,19 @@ async fn agents(config: Config, command: AgentsCommand) -> anyhow::Result<()> {
     let database = storage::open(&config.database).await?;
     let pool = &database.pool;
     let result = match command {
-        AgentsCommand::Add { email, name, .. } => match admin::add_agent(pool, &email, &name, password).await {
-            Ok(Some(generated)) => {
-                println!("added {email}; its password (shown only now): {generated}");
-                Ok(())
+        AgentsCommand::Add { email, name, .. } => {
+            match admin::add_agent(pool, &email, &name, password).await {
+                Ok(Some(generated)) => {
+                    println!("added {email}; its password (shown only now): {generated}");
+                    Ok(())
+                }
+                Ok(None) => {
+                    println!("added {email}");
+                    Ok(())
+                }
+                Err(e) => Err(e),
             }
-            Ok(None) => {
-                println!("added {email}");
-                Ok(())
-            }
-            Err(e) => Err(e),
-        },
+        }
         AgentsCommand::List => admin::print_agents(pool).await,
         AgentsCommand::Disable { email } => admin::disable_agent(pool, &email).await,
     };

@@ -41,12 +41,23 @@ pub(super) async fn list(
 ) -> Result<Json<Vec<Summary>>, ApiError> {
     if let Some(s) = &query.state {
         if !["bot", "needs_human", "human", "resolved"].contains(&s.as_str()) {
-            return Err(ApiError::bad_request("invalid_state", "state is one of bot, needs_human, human, resolved"));
+            return Err(ApiError::bad_request(
+                "invalid_state",
+                "state is one of bot, needs_human, human, resolved",
+            ));
         }
     }
     let search = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
     let limit = query.limit.unwrap_or(100).clamp(1, 500);
-    let found = agents::summaries(&state.pool, agent.id, query.state.as_deref(), search, None, limit).await?;
+    let found = agents::summaries(
+        &state.pool,
+        agent.id,
+        query.state.as_deref(),
+        search,
+        None,
+        limit,
+    )
+    .await?;
     Ok(Json(found))
 }
 
@@ -70,13 +81,23 @@ pub(super) async fn show(
     Query(query): Query<ShowQuery>,
 ) -> Result<Json<Transcript>, ApiError> {
     let conversation = summary(&state, agent.id, id).await?;
-    let items = conversations::items_after(&state.pool, id, query.after_seq.unwrap_or(0).max(0)).await?;
-    let items = items.iter().map(|m| serde_json::to_value(Item::from(m)).expect("items serialize")).collect();
-    Ok(Json(Transcript { conversation, items }))
+    let items =
+        conversations::items_after(&state.pool, id, query.after_seq.unwrap_or(0).max(0)).await?;
+    let items = items
+        .iter()
+        .map(|m| serde_json::to_value(Item::from(m)).expect("items serialize"))
+        .collect();
+    Ok(Json(Transcript {
+        conversation,
+        items,
+    }))
 }
 
 async fn summary(state: &AppState, agent_id: Uuid, id: Uuid) -> Result<Summary, ApiError> {
-    agents::summaries(&state.pool, agent_id, None, None, Some(id), 1).await?.pop().ok_or(ApiError::NotFound)
+    agents::summaries(&state.pool, agent_id, None, None, Some(id), 1)
+        .await?
+        .pop()
+        .ok_or(ApiError::NotFound)
 }
 
 #[derive(Deserialize)]
@@ -90,7 +111,10 @@ fn checked(text: &str) -> Result<&str, ApiError> {
         return Err(ApiError::bad_request("empty_message", "text is empty"));
     }
     if text.chars().count() > MAX_TEXT_CHARS {
-        return Err(ApiError::bad_request("message_too_long", "text is longer than 4000 characters"));
+        return Err(ApiError::bad_request(
+            "message_too_long",
+            "text is longer than 4000 characters",
+        ));
     }
     Ok(text)
 }
@@ -105,7 +129,10 @@ pub(super) async fn reply(
 ) -> Result<Json<Value>, ApiError> {
     let text = checked(&body.text)?;
     let mut tx = state.pool.begin().await?;
-    let actor = Actor::Agent { id: agent.id, name: &agent.name };
+    let actor = Actor::Agent {
+        id: agent.id,
+        name: &agent.name,
+    };
     match lock_existing(&mut tx, id).await? {
         Who::Resolved => {
             return Err(ApiError::Conflict {
@@ -114,7 +141,9 @@ pub(super) async fn reply(
             })
         }
         Who::Bot | Who::NeedsHuman => {
-            conversation::transition(&mut tx, id, Action::AgentReplied, actor, None).await.map_err(transition_error)?;
+            conversation::transition(&mut tx, id, Action::AgentReplied, actor, None)
+                .await
+                .map_err(transition_error)?;
         }
         Who::Human => {}
     }
@@ -163,12 +192,19 @@ pub(super) async fn act(
         "reopen" => Action::Reopen,
         _ => return Err(ApiError::NotFound),
     };
-    let reason = body.and_then(|Json(b)| b.reason).map(|r| r.trim().chars().take(500).collect::<String>());
+    let reason = body
+        .and_then(|Json(b)| b.reason)
+        .map(|r| r.trim().chars().take(500).collect::<String>());
     let reason = reason.as_deref().filter(|r| !r.is_empty());
     let mut tx = state.pool.begin().await?;
     lock_existing(&mut tx, id).await?;
-    let actor = Actor::Agent { id: agent.id, name: &agent.name };
-    conversation::transition(&mut tx, id, action, actor, reason).await.map_err(transition_error)?;
+    let actor = Actor::Agent {
+        id: agent.id,
+        name: &agent.name,
+    };
+    conversation::transition(&mut tx, id, action, actor, reason)
+        .await
+        .map_err(transition_error)?;
     tx.commit().await?;
     Ok(Json(summary(&state, agent.id, id).await?))
 }
@@ -198,8 +234,13 @@ async fn lock_existing(conn: &mut PgConnection, id: Uuid) -> Result<Who, ApiErro
     }
 }
 
-async fn store(tx: &mut Transaction<'_, Postgres>, new: NewMessage<'_>) -> Result<Message, ApiError> {
-    let item = conversations::append(tx, new).await?.ok_or(ApiError::Internal(anyhow::anyhow!("item not stored")))?;
+async fn store(
+    tx: &mut Transaction<'_, Postgres>,
+    new: NewMessage<'_>,
+) -> Result<Message, ApiError> {
+    let item = conversations::append(tx, new)
+        .await?
+        .ok_or(ApiError::Internal(anyhow::anyhow!("item not stored")))?;
     hub::publish_message(tx, &item).await?;
     Ok(item)
 }
@@ -212,7 +253,11 @@ fn transition_error(e: TransitionError) -> ApiError {
     match e {
         TransitionError::NotAllowed { from, action } => ApiError::Conflict {
             code: "invalid_transition",
-            message: format!("cannot {} a conversation that is {}", verb(action), from.as_str()),
+            message: format!(
+                "cannot {} a conversation that is {}",
+                verb(action),
+                from.as_str()
+            ),
         },
         TransitionError::Database(e) => e.into(),
     }

@@ -42,8 +42,11 @@ pub fn hash_password(password: &str) -> String {
 }
 
 pub fn verify_password(password: &str, hash: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
 }
 
 /// A hash of nothing in particular, so that an unknown email costs as much
@@ -63,7 +66,10 @@ pub struct CurrentAgent {
 }
 
 fn unauthorized(code: &'static str, message: &str) -> ApiError {
-    ApiError::Unauthorized { code, message: message.to_owned() }
+    ApiError::Unauthorized {
+        code,
+        message: message.to_owned(),
+    }
 }
 
 impl FromRequestParts<AppState> for CurrentAgent {
@@ -78,12 +84,18 @@ impl FromRequestParts<AppState> for CurrentAgent {
             return Err(unauthorized("not_signed_in", "sign in first"));
         };
         match agents::find(&state.pool, id).await? {
-            Some(agent) if agent.disabled_at.is_none() => {
-                Ok(CurrentAgent { id, name: agent.name, email: agent.email, session })
-            }
+            Some(agent) if agent.disabled_at.is_none() => Ok(CurrentAgent {
+                id,
+                name: agent.name,
+                email: agent.email,
+                session,
+            }),
             _ => {
                 session.flush().await.map_err(session_error)?;
-                Err(unauthorized("account_disabled", "this account is disabled; you were signed out"))
+                Err(unauthorized(
+                    "account_disabled",
+                    "this account is disabled; you were signed out",
+                ))
             }
         }
     }
@@ -98,10 +110,20 @@ impl FromRequestParts<AppState> for ActingAgent {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let agent = CurrentAgent::from_request_parts(parts, state).await?;
-        let expected: Option<String> = agent.session.get(SESSION_CSRF).await.map_err(session_error)?;
-        let offered = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let expected: Option<String> = agent
+            .session
+            .get(SESSION_CSRF)
+            .await
+            .map_err(session_error)?;
+        let offered = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
         match expected {
-            Some(expected) if bool::from(expected.as_bytes().ct_eq(offered.as_bytes())) => Ok(ActingAgent(agent)),
+            Some(expected) if bool::from(expected.as_bytes().ct_eq(offered.as_bytes())) => {
+                Ok(ActingAgent(agent))
+            }
             _ => Err(ApiError::Forbidden {
                 code: "csrf_failed",
                 message: format!("missing or wrong {CSRF_HEADER} header"),
@@ -141,28 +163,49 @@ pub(super) async fn login(
     Json(login): Json<Login>,
 ) -> Result<Json<SignedIn>, ApiError> {
     let ip = peer.ip().to_string();
-    let (by_account, by_address) = agents::recent_failures(&state.pool, &login.email, &ip, FAILURE_WINDOW).await?;
+    let (by_account, by_address) =
+        agents::recent_failures(&state.pool, &login.email, &ip, FAILURE_WINDOW).await?;
     if by_account >= MAX_FAILURES_PER_ACCOUNT || by_address >= MAX_FAILURES_PER_ADDRESS {
-        return Err(ApiError::TooManyRequests { retry_after_secs: FAILURE_WINDOW.as_secs() });
+        return Err(ApiError::TooManyRequests {
+            retry_after_secs: FAILURE_WINDOW.as_secs(),
+        });
     }
     let agent = agents::find_by_email(&state.pool, &login.email).await?;
-    let hash = agent.as_ref().map_or(decoy_hash(), |a| a.password_hash.as_str());
+    let hash = agent
+        .as_ref()
+        .map_or(decoy_hash(), |a| a.password_hash.as_str());
     let password_ok = verify_password(&login.password, hash);
     let agent = match agent {
         Some(agent) if password_ok && agent.disabled_at.is_none() => agent,
         _ => {
             agents::record_login_failure(&state.pool, &login.email, &ip).await?;
             tracing::info!(%ip, "failed agent login");
-            return Err(unauthorized("invalid_credentials", "wrong email or password"));
+            return Err(unauthorized(
+                "invalid_credentials",
+                "wrong email or password",
+            ));
         }
     };
     // A fresh session id at login: a session fixed before sign-in is useless.
     session.cycle_id().await.map_err(session_error)?;
     let csrf_token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());
-    session.insert(SESSION_AGENT, agent.id).await.map_err(session_error)?;
-    session.insert(SESSION_CSRF, &csrf_token).await.map_err(session_error)?;
+    session
+        .insert(SESSION_AGENT, agent.id)
+        .await
+        .map_err(session_error)?;
+    session
+        .insert(SESSION_CSRF, &csrf_token)
+        .await
+        .map_err(session_error)?;
     tracing::info!(agent_id = %agent.id, "agent signed in");
-    Ok(Json(SignedIn { agent: AgentInfo { id: agent.id, name: agent.name, email: agent.email }, csrf_token }))
+    Ok(Json(SignedIn {
+        agent: AgentInfo {
+            id: agent.id,
+            name: agent.name,
+            email: agent.email,
+        },
+        csrf_token,
+    }))
 }
 
 /// `POST /api/agent/logout`
@@ -173,8 +216,20 @@ pub(super) async fn logout(ActingAgent(agent): ActingAgent) -> Result<StatusCode
 
 /// `GET /api/agent/me`: who is signed in, and the CSRF token to send.
 pub(super) async fn me(agent: CurrentAgent) -> Result<Json<SignedIn>, ApiError> {
-    let csrf_token: String = agent.session.get(SESSION_CSRF).await.map_err(session_error)?.unwrap_or_default();
-    Ok(Json(SignedIn { agent: AgentInfo { id: agent.id, name: agent.name, email: agent.email }, csrf_token }))
+    let csrf_token: String = agent
+        .session
+        .get(SESSION_CSRF)
+        .await
+        .map_err(session_error)?
+        .unwrap_or_default();
+    Ok(Json(SignedIn {
+        agent: AgentInfo {
+            id: agent.id,
+            name: agent.name,
+            email: agent.email,
+        },
+        csrf_token,
+    }))
 }
 
 #[cfg(test)]

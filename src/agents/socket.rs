@@ -55,16 +55,26 @@ fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
         return true; // not a browser
     };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
-    let bare = origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://"));
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let bare = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"));
     bare == Some(host)
 }
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum ClientFrame {
-    Watch { conversation_id: Uuid, after_seq: Option<i64> },
-    Unwatch { conversation_id: Uuid },
+    Watch {
+        conversation_id: Uuid,
+        after_seq: Option<i64>,
+    },
+    Unwatch {
+        conversation_id: Uuid,
+    },
     Ping,
 }
 
@@ -79,8 +89,16 @@ async fn serve(socket: WebSocket, state: AppState, name: String) {
     let mut deliveries = state.hub.subscribe_agents();
     let (sink, mut stream) = socket.split();
     let shutdown = state.shutdown.clone();
-    let mut feed = Feed { sink, state, watched: HashMap::new() };
-    if feed.send(json!({ "type": "welcome", "agent": { "name": name } }).to_string()).await.is_err() {
+    let mut feed = Feed {
+        sink,
+        state,
+        watched: HashMap::new(),
+    };
+    if feed
+        .send(json!({ "type": "welcome", "agent": { "name": name } }).to_string())
+        .await
+        .is_err()
+    {
         return;
     }
     loop {
@@ -111,15 +129,19 @@ async fn serve(socket: WebSocket, state: AppState, name: String) {
 impl Feed {
     async fn client_frame(&mut self, text: &str) -> Result<(), axum::Error> {
         match serde_json::from_str::<ClientFrame>(text) {
-            Ok(ClientFrame::Watch { conversation_id, after_seq }) => {
-                let last_seq = match conversations::last_agent_seq(&self.state.pool, conversation_id).await {
-                    Ok(Some(last)) => last,
-                    Ok(None) => return self.error("not_found", "no such conversation").await,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "watch failed");
-                        return self.error("internal", "try again").await;
-                    }
-                };
+            Ok(ClientFrame::Watch {
+                conversation_id,
+                after_seq,
+            }) => {
+                let last_seq =
+                    match conversations::last_agent_seq(&self.state.pool, conversation_id).await {
+                        Ok(Some(last)) => last,
+                        Ok(None) => return self.error("not_found", "no such conversation").await,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "watch failed");
+                            return self.error("internal", "try again").await;
+                        }
+                    };
                 let watching = json!({ "type": "watching", "conversation_id": conversation_id, "last_seq": last_seq });
                 self.send(watching.to_string()).await?;
                 let after = after_seq.unwrap_or(0).clamp(0, last_seq);
@@ -164,7 +186,9 @@ impl Feed {
     }
 
     async fn catch_up(&mut self, conversation_id: Uuid) -> Result<(), axum::Error> {
-        let Some(&last) = self.watched.get(&conversation_id) else { return Ok(()) };
+        let Some(&last) = self.watched.get(&conversation_id) else {
+            return Ok(());
+        };
         match conversations::items_after(&self.state.pool, conversation_id, last).await {
             Ok(items) => {
                 for item in items {
@@ -182,7 +206,8 @@ impl Feed {
     }
 
     async fn error(&mut self, code: &str, message: &str) -> Result<(), axum::Error> {
-        self.send(json!({ "type": "error", "code": code, "message": message }).to_string()).await
+        self.send(json!({ "type": "error", "code": code, "message": message }).to_string())
+            .await
     }
 
     async fn send(&mut self, frame: impl Into<Utf8Bytes>) -> Result<(), axum::Error> {

@@ -21,7 +21,12 @@ pub struct Agent {
 const AGENT_COLUMNS: &str = "id, email, name, password_hash, disabled_at, created_at";
 
 /// Returns `None` if an agent with that email exists already.
-pub async fn create(pool: &PgPool, email: &str, name: &str, password_hash: &str) -> Result<Option<Uuid>, sqlx::Error> {
+pub async fn create(
+    pool: &PgPool,
+    email: &str,
+    name: &str,
+    password_hash: &str,
+) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar(
         "INSERT INTO agents (id, email, name, password_hash) VALUES ($1, $2, $3, $4)
          ON CONFLICT (lower(email)) DO NOTHING RETURNING id",
@@ -35,10 +40,12 @@ pub async fn create(pool: &PgPool, email: &str, name: &str, password_hash: &str)
 }
 
 pub async fn find_by_email(pool: &PgPool, email: &str) -> Result<Option<Agent>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents WHERE lower(email) = lower($1)"))
-        .bind(email)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {AGENT_COLUMNS} FROM agents WHERE lower(email) = lower($1)"
+    ))
+    .bind(email)
+    .fetch_optional(pool)
+    .await
 }
 
 pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Agent>, sqlx::Error> {
@@ -49,9 +56,11 @@ pub async fn find(pool: &PgPool, id: Uuid) -> Result<Option<Agent>, sqlx::Error>
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Agent>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at"))
-        .fetch_all(pool)
-        .await
+    sqlx::query_as(&format!(
+        "SELECT {AGENT_COLUMNS} FROM agents ORDER BY created_at"
+    ))
+    .fetch_all(pool)
+    .await
 }
 
 /// Returns false if there is no such (enabled) agent.
@@ -75,7 +84,12 @@ pub async fn record_login_failure(pool: &PgPool, email: &str, ip: &str) -> Resul
 }
 
 /// Failed logins within `window` for this email and from this address.
-pub async fn recent_failures(pool: &PgPool, email: &str, ip: &str, window: Duration) -> Result<(i64, i64), sqlx::Error> {
+pub async fn recent_failures(
+    pool: &PgPool,
+    email: &str,
+    ip: &str,
+    window: Duration,
+) -> Result<(i64, i64), sqlx::Error> {
     sqlx::query_as(
         "SELECT
              count(*) FILTER (WHERE lower(email) = lower($1)),
@@ -90,7 +104,12 @@ pub async fn recent_failures(pool: &PgPool, email: &str, ip: &str, window: Durat
 }
 
 /// The agent has read the conversation up to `agent_seq`.
-pub async fn mark_read(pool: &PgPool, agent_id: Uuid, conversation_id: Uuid, agent_seq: i64) -> Result<(), sqlx::Error> {
+pub async fn mark_read(
+    pool: &PgPool,
+    agent_id: Uuid,
+    conversation_id: Uuid,
+    agent_seq: i64,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "INSERT INTO agent_reads (agent_id, conversation_id, read_agent_seq) VALUES ($1, $2, $3)
          ON CONFLICT (agent_id, conversation_id)

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod agents;
 mod browser;
 mod conversation_flow;
 mod crashes;
