@@ -15,7 +15,7 @@ use super::{
     frames::Item,
 };
 use crate::{
-    chat::frames::MAX_TEXT_CHARS,
+    chat::frames::check_text,
     conversation::{self, Action, Actor, State as Who, TransitionError},
     error::ApiError,
     hub,
@@ -106,17 +106,7 @@ pub(super) struct Text {
 }
 
 fn checked(text: &str) -> Result<&str, ApiError> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(ApiError::bad_request("empty_message", "text is empty"));
-    }
-    if text.chars().count() > MAX_TEXT_CHARS {
-        return Err(ApiError::bad_request(
-            "message_too_long",
-            "text is longer than 4000 characters",
-        ));
-    }
-    Ok(text)
+    check_text(text).map_err(|e| ApiError::bad_request(e.code, e.message))
 }
 
 /// `POST /api/agent/conversations/{id}/messages`: reply to the customer. An
@@ -147,10 +137,7 @@ pub(super) async fn reply(
         }
         Who::Human => {}
     }
-    let mut new = NewMessage::public(id, Role::Agent, text);
-    new.author_id = Some(agent.id);
-    new.author_name = Some(&agent.name);
-    let item = store(&mut tx, new).await?;
+    let item = store(&mut tx, NewMessage::public(id, Role::Agent, text), &agent).await?;
     tx.commit().await?;
     Ok(Json(item_json(&item)))
 }
@@ -165,10 +152,7 @@ pub(super) async fn note(
     let text = checked(&body.text)?;
     let mut tx = state.pool.begin().await?;
     lock_existing(&mut tx, id).await?;
-    let mut new = NewMessage::internal(id, Role::Note, text);
-    new.author_id = Some(agent.id);
-    new.author_name = Some(&agent.name);
-    let item = store(&mut tx, new).await?;
+    let item = store(&mut tx, NewMessage::internal(id, Role::Note, text), &agent).await?;
     tx.commit().await?;
     Ok(Json(item_json(&item)))
 }
@@ -234,10 +218,14 @@ async fn lock_existing(conn: &mut PgConnection, id: Uuid) -> Result<Who, ApiErro
     }
 }
 
+/// Stores an item written by `agent` and announces it.
 async fn store(
     tx: &mut Transaction<'_, Postgres>,
-    new: NewMessage<'_>,
+    mut new: NewMessage<'_>,
+    agent: &CurrentAgent,
 ) -> Result<Message, ApiError> {
+    new.author_id = Some(agent.id);
+    new.author_name = Some(&agent.name);
     let item = conversations::append(tx, new)
         .await?
         .ok_or(ApiError::Internal(anyhow::anyhow!("item not stored")))?;

@@ -83,21 +83,27 @@ impl ClientFrame {
                         "client_id must be 1 to 64 characters",
                     ));
                 }
-                let text = text.trim();
-                if text.is_empty() {
-                    return Err(FrameError::new("empty_message", "text is empty"));
-                }
-                if text.chars().count() > MAX_TEXT_CHARS {
-                    return Err(FrameError::new(
-                        "message_too_long",
-                        "text is longer than 4000 characters",
-                    ));
-                }
-                Ok(())
+                check_text(text).map(|_| ())
             }
             _ => Ok(()),
         }
     }
+}
+
+/// A message's text, trimmed: not empty, at most `MAX_TEXT_CHARS`
+/// characters. The same rule for customers and agents.
+pub fn check_text(text: &str) -> Result<&str, FrameError> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(FrameError::new("empty_message", "text is empty"));
+    }
+    if text.chars().count() > MAX_TEXT_CHARS {
+        return Err(FrameError::new(
+            "message_too_long",
+            "text is longer than 4000 characters",
+        ));
+    }
+    Ok(text)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -148,22 +148,6 @@ async fn customer(app: &TestApp) -> (Visitor, ChatSocket, String) {
     (visitor, socket, conversation)
 }
 
-/// What the customer's fresh socket replays: (role, text) of every message.
-async fn customer_view(app: &TestApp, visitor: &Visitor) -> Vec<(String, String)> {
-    let mut socket = app.connect(visitor, None).await;
-    let frames = socket.frames_until(|f| f["type"] == "status").await;
-    frames
-        .iter()
-        .filter(|f| f["type"] == "message")
-        .map(|f| {
-            (
-                f["role"].as_str().unwrap().to_owned(),
-                f["text"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn signing_in_never_says_which_part_was_wrong_and_a_session_then_works() {
     let app = spawn_app().await;
@@ -389,7 +373,8 @@ async fn every_state_transition_is_enforced_and_recorded() {
     assert_eq!(events[0]["event"]["reason"], "testing");
     assert_eq!(events[6]["event"]["by"]["kind"], "customer");
     // The customer saw none of it.
-    assert!(customer_view(&app, &visitor)
+    assert!(app
+        .customer_view(&visitor)
         .await
         .iter()
         .all(|(role, _)| role != "event" && role != "note"));
@@ -462,7 +447,7 @@ async fn while_a_person_owns_the_conversation_the_ai_is_silent_and_late_ai_outpu
             json!({"text":"VIP customer"}),
         )
         .await;
-    let view = customer_view(&app, &visitor).await;
+    let view = app.customer_view(&visitor).await;
     let roles: Vec<&str> = view.iter().map(|(r, _)| r.as_str()).collect();
     assert_eq!(roles, ["customer", "customer", "agent"], "{view:?}");
     let seqs: Vec<i64> = console

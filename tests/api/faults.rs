@@ -281,11 +281,12 @@ async fn a_response_that_cannot_be_fetched_for_a_while_is_fetched_later() {
     assert_eq!(fetches.len(), 3, "two failures, then success");
 }
 
-#[tokio::test]
-async fn a_failed_response_tells_the_customer_a_person_will_take_over() {
+/// A response that ends `outcome` gets the customer one notice, and agents
+/// a flagged conversation.
+async fn assert_outcome_hands_over(outcome: SimOutcome) {
     let app = app_with(
         Behaviour {
-            outcome: SimOutcome::Failed,
+            outcome,
             ..Behaviour::default()
         },
         &[],
@@ -294,36 +295,21 @@ async fn a_failed_response_tells_the_customer_a_person_will_take_over() {
     let mut socket = connected(&app).await;
     let frames = ask(&mut socket, "f-1", "hello").await;
     assert_handed_to_people(&app, &frames).await;
+}
+
+#[tokio::test]
+async fn a_failed_response_tells_the_customer_a_person_will_take_over() {
+    assert_outcome_hands_over(SimOutcome::Failed).await;
 }
 
 #[tokio::test]
 async fn an_incomplete_response_tells_the_customer_a_person_will_take_over() {
-    let app = app_with(
-        Behaviour {
-            outcome: SimOutcome::Incomplete,
-            ..Behaviour::default()
-        },
-        &[],
-    )
-    .await;
-    let mut socket = connected(&app).await;
-    let frames = ask(&mut socket, "f-1", "hello").await;
-    assert_handed_to_people(&app, &frames).await;
+    assert_outcome_hands_over(SimOutcome::Incomplete).await;
 }
 
 #[tokio::test]
 async fn a_cancelled_response_tells_the_customer_a_person_will_take_over() {
-    let app = app_with(
-        Behaviour {
-            outcome: SimOutcome::Cancelled,
-            ..Behaviour::default()
-        },
-        &[],
-    )
-    .await;
-    let mut socket = connected(&app).await;
-    let frames = ask(&mut socket, "f-1", "hello").await;
-    assert_handed_to_people(&app, &frames).await;
+    assert_outcome_hands_over(SimOutcome::Cancelled).await;
 }
 
 #[tokio::test]

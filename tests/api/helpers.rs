@@ -291,6 +291,23 @@ impl TestApp {
         ChatSocket::connect(&self.ws_url, visitor, after_seq).await
     }
 
+    /// What a fresh socket of `visitor` replays: (role, text) of every
+    /// message, the database's truth as the customer sees it.
+    pub async fn customer_view(&self, visitor: &Visitor) -> Vec<(String, String)> {
+        let mut socket = self.connect(visitor, None).await;
+        let frames = socket.frames_until(|f| f["type"] == "status").await;
+        frames
+            .iter()
+            .filter(|f| f["type"] == "message")
+            .map(|f| {
+                (
+                    f["role"].as_str().unwrap().to_owned(),
+                    f["text"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// Posts a correctly signed webhook, as OpenAI would.
     pub async fn post_webhook(&self, webhook_id: &str, body: &str) -> reqwest::Response {
         let timestamp = chrono::Utc::now().timestamp().to_string();

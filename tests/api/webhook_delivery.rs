@@ -3,25 +3,8 @@
 
 use futures::future::join_all;
 
-use crate::helpers::{next_created, spawn_app_with, ChatSocket, TestApp, TestOptions};
+use crate::helpers::{next_created, spawn_app_with, TestApp, TestOptions};
 use helpline::simulator::Behaviour;
-
-/// Customer messages and assistant replies as the customer sees them after
-/// a fresh reconnect: the database's truth.
-async fn transcript(app: &TestApp, visitor: &crate::helpers::Visitor) -> Vec<(String, String)> {
-    let mut socket: ChatSocket = app.connect(visitor, None).await;
-    let frames = socket.frames_until(|f| f["type"] == "status").await;
-    frames
-        .iter()
-        .filter(|f| f["type"] == "message")
-        .map(|f| {
-            (
-                f["role"].as_str().unwrap().to_owned(),
-                f["text"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn the_same_webhook_delivered_ten_times_at_once_stores_one_reply() {
@@ -50,7 +33,8 @@ async fn the_same_webhook_delivered_ten_times_at_once_stores_one_reply() {
     socket.next_from("assistant").await;
     socket.next_status("idle").await;
     assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 1);
-    let roles: Vec<String> = transcript(&app, &visitor)
+    let roles: Vec<String> = app
+        .customer_view(&visitor)
         .await
         .into_iter()
         .map(|(role, _)| role)
@@ -89,7 +73,8 @@ async fn two_webhook_ids_for_one_response_store_one_reply() {
         socket.send(serde_json::json!({ "type": "ping" })).await;
         socket.next_where("pong", |f| f["type"] == "pong").await;
     }
-    let roles: Vec<String> = transcript(&app, &visitor)
+    let roles: Vec<String> = app
+        .customer_view(&visitor)
         .await
         .into_iter()
         .map(|(role, _)| role)
