@@ -177,19 +177,10 @@ pub async fn last_seq(pool: &PgPool, conversation_id: Uuid) -> Result<i64, sqlx:
         .await
 }
 
-/// Takes the conversation's row lock for the rest of the transaction. Every
-/// writer of a conversation takes it first, which orders seqs and turns.
-pub async fn lock(conn: &mut PgConnection, conversation_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
-        .bind(conversation_id)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
 /// Appends an item with the next seqs, in one statement. Returns `None`
 /// when a unique key (client_id, OpenAI item id) says it is already stored;
-/// the caller must then roll back, since the seqs were taken.
+/// the caller must then roll back, since the seqs were taken. Callers hold
+/// the conversation's row lock (`conversation::lock_state`) or get it here.
 pub async fn append(
     conn: &mut PgConnection,
     m: NewMessage<'_>,
@@ -352,11 +343,4 @@ pub async fn set_openai_conversation_id(
     .bind(openai_id)
     .fetch_one(pool)
     .await
-}
-
-pub async fn state(pool: &PgPool, conversation_id: Uuid) -> Result<String, sqlx::Error> {
-    sqlx::query_scalar("SELECT state FROM conversations WHERE id = $1")
-        .bind(conversation_id)
-        .fetch_one(pool)
-        .await
 }
