@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::{backoff, wake};
@@ -13,7 +14,7 @@ use crate::{
     hub,
     state::AppState,
     storage::{
-        conversations::{self, NewMessage, Role},
+        conversations::{self, Message, NewMessage, Role},
         turns::{self, Turn, TurnStatus},
     },
 };
@@ -155,11 +156,7 @@ pub async fn finish_turn(
         new.turn_id = Some(turn_id);
         // The turn row lock makes this the only writer of these items; a
         // conflict means the data is inconsistent, so undo everything.
-        stored.push(
-            conversations::append(&mut tx, new)
-                .await?
-                .ok_or(sqlx::Error::RowNotFound)?,
-        );
+        stored.push(append_and_publish(&mut tx, new).await?);
     }
     let mut handed_over = false;
     if who_speaks.ai_speaks() {
@@ -178,11 +175,7 @@ pub async fn finish_turn(
         if let Some((action, actor, text, reason)) = handover {
             let mut new = NewMessage::public(conversation_id, Role::System, text);
             new.turn_id = Some(turn_id);
-            stored.push(
-                conversations::append(&mut tx, new)
-                    .await?
-                    .ok_or(sqlx::Error::RowNotFound)?,
-            );
+            stored.push(append_and_publish(&mut tx, new).await?);
             if who_speaks == State::Bot {
                 conversation::transition(&mut tx, conversation_id, action, actor, reason)
                     .await
@@ -190,9 +183,6 @@ pub async fn finish_turn(
                 handed_over = true;
             }
         }
-    }
-    for message in &stored {
-        hub::publish_message(&mut tx, message).await?;
     }
     if turns::schedule(&mut tx, conversation_id).await? {
         hub::publish_status(&mut tx, conversation_id, AssistantStatus::Thinking).await?;
@@ -207,6 +197,19 @@ pub async fn finish_turn(
         state.metrics.handoff();
     }
     Ok(())
+}
+
+/// Stores an item and announces it at once, so that notifications go out in
+/// `seq` order whatever is stored next (a change of state, say).
+async fn append_and_publish(
+    conn: &mut PgConnection,
+    new: NewMessage<'_>,
+) -> Result<Message, sqlx::Error> {
+    let message = conversations::append(&mut *conn, new)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    hub::publish_message(conn, &message).await?;
+    Ok(message)
 }
 
 /// The state was read under the same lock, so only the database can fail.

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod agent_console;
 mod agents;
 mod browser;
 mod conversation_flow;
