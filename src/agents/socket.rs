@@ -86,6 +86,7 @@ struct Feed {
 }
 
 async fn serve(socket: WebSocket, state: AppState, name: String) {
+    let _open = state.metrics.socket_opened("agent");
     let mut deliveries = state.hub.subscribe_agents();
     let (sink, mut stream) = socket.split();
     let shutdown = state.shutdown.clone();
@@ -211,6 +212,7 @@ impl Feed {
     }
 
     async fn send(&mut self, frame: impl Into<Utf8Bytes>) -> Result<(), axum::Error> {
+        self.state.metrics.frame_sent("agent");
         self.sink.send(WsMessage::Text(frame.into())).await
     }
 }

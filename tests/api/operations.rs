@@ -71,9 +71,9 @@ async fn the_retention_purge_deletes_only_what_has_outlived_its_age() {
         .await
         .unwrap();
 
-    // No session table yet (the agent console brings it): skipped.
+    // The session table exists (the agent console's), still empty.
     let purged = retention::purge_once(&app.pool, &config).await.unwrap();
-    assert_eq!(purged.sessions, None);
+    assert_eq!(purged.sessions, Some(0));
     assert_eq!(
         remaining_events(&app).await,
         [
@@ -85,12 +85,10 @@ async fn the_retention_purge_deletes_only_what_has_outlived_its_age() {
     assert_eq!(app.count("SELECT count(*) FROM messages").await, 2);
     assert_eq!(app.count("SELECT count(*) FROM conversations").await, 1);
 
-    // Once the session table exists, sessions expired for longer than the
-    // retention go; live and recently expired ones stay.
+    // Sessions expired for longer than the retention go; live and recently
+    // expired ones stay.
     sqlx::raw_sql(
-        "CREATE SCHEMA tower_sessions;
-         CREATE TABLE tower_sessions.session (id text PRIMARY KEY, data bytea NOT NULL, expiry_date timestamptz NOT NULL);
-         INSERT INTO tower_sessions.session VALUES
+        "INSERT INTO tower_sessions.session VALUES
            ('live', '', now() + interval '1 hour'),
            ('expired_recently', '', now() - interval '2 hours'),
            ('expired_long_ago', '', now() - interval '3 days');",
