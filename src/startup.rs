@@ -35,7 +35,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn app(state: AppState) -> Router {
     let static_dir = static_dir(&state.config);
     let sessions = PostgresStore::new(state.pool.clone());
-    let https = state.config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let https = state
+        .config
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
     let routes = Router::new()
         .merge(chat::router(&static_dir))
         .merge(agents::router(sessions, https))

@@ -9,6 +9,7 @@ mod conversation_flow;
 mod crashes;
 mod dead_letters;
 mod faults;
+mod hostile_webhooks;
 mod instances;
 mod observability;
 mod operations;
