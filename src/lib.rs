@@ -21,6 +21,7 @@ pub mod error;
 pub mod hub;
 pub mod observe;
 pub mod retention;
+pub mod security_headers;
 pub mod simulator;
 pub mod startup;
 pub mod state;

@@ -19,7 +19,7 @@ use crate::{
     config::Config,
     hub::{self, Hub},
     observe::{self, Health, Metrics},
-    retention,
+    retention, security_headers,
     simulator::{Behaviour, Simulator},
     state::AppState,
     storage::{self, private_pg::PrivatePostgres},
@@ -47,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(observe::router())
         .fallback_service(ServeDir::new(static_dir));
+    let routes = routes.layer(axum::middleware::from_fn(security_headers::add));
     telemetry::layers(routes).with_state(state)
 }
 

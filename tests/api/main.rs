@@ -9,6 +9,7 @@ mod conversation_flow;
 mod crashes;
 mod dead_letters;
 mod faults;
+mod hostile_headers;
 mod hostile_webhooks;
 mod instances;
 mod observability;
