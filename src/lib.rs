@@ -19,6 +19,7 @@ pub mod conversation;
 pub mod doctor;
 pub mod error;
 pub mod hub;
+pub mod limits;
 pub mod observe;
 pub mod retention;
 pub mod security_headers;

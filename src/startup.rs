@@ -165,6 +165,7 @@ impl Application {
 
         let ai = ai.with_metrics(metrics.clone());
         let demo_mode = config.openai.is_none();
+        let limits = Arc::new(crate::limits::Limits::new(config.limits.clone()));
         let state = AppState {
             pool,
             config: Arc::new(config),
@@ -175,6 +176,7 @@ impl Application {
             tasks: TaskTracker::new(),
             health: Health::default(),
             metrics,
+            limits,
         };
         Ok(Self {
             listener,

@@ -395,9 +395,9 @@ mod tests {
 
     #[test]
     fn oversized_headers_and_too_many_signatures_are_refused() {
-        let nine = vec![PY_SIG; 9].join(" ");
+        let nine = [PY_SIG; 9].join(" ");
         assert_eq!(check(&nine, PY_TS), Err(VerifyError::TooManySignatures));
-        let eight = vec![PY_SIG; 8].join(" ");
+        let eight = [PY_SIG; 8].join(" ");
         assert!(check(&eight, PY_TS).is_ok());
         let long = format!("{PY_SIG} v1,{}", "A".repeat(MAX_SIGNATURE_HEADER_BYTES));
         assert_eq!(

@@ -10,6 +10,7 @@ mod crashes;
 mod dead_letters;
 mod faults;
 mod hostile_headers;
+mod hostile_sockets;
 mod hostile_webhooks;
 mod instances;
 mod observability;
