@@ -18,6 +18,8 @@ pub mod config;
 pub mod conversation;
 pub mod doctor;
 pub mod error;
+#[cfg(test)]
+mod fuzz_props;
 pub mod hub;
 pub mod limits;
 pub mod observe;
