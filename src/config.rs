@@ -15,7 +15,11 @@ use std::{
 
 pub use file::{key_of, SETTINGS};
 
-use crate::{chat::origins::AllowedOrigins, webhooks::signature::WebhookSecret};
+use crate::{
+    chat::origins::AllowedOrigins,
+    limits::{LimitsConfig, Rate},
+    webhooks::signature::WebhookSecret,
+};
 
 pub const DEFAULT_MODEL: &str = "gpt-4.1-mini";
 pub const DEFAULT_INSTRUCTIONS: &str = "You are the customer-support assistant of this company. \
@@ -53,6 +57,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Delay before the built-in simulator (demo mode) finishes a response.
     pub demo_reply_delay: Duration,
+    /// Rate limits and socket rules of the public customer side.
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -562,6 +568,62 @@ impl Config {
         let demo_reply_delay =
             Duration::from_millis(r.number("HELPLINE_DEMO_REPLY_DELAY_MS", 400, 0, 600_000));
 
+        let l = LimitsConfig::default();
+        let mut rate = |burst: &str, per_minute: &str, d: Rate| Rate {
+            burst: r.number(burst, d.burst, 1, 1_000_000),
+            per_minute: r.number(per_minute, d.per_minute, 1, 1_000_000),
+        };
+        let visitors_per_ip = rate(
+            "HELPLINE_VISITORS_PER_IP_BURST",
+            "HELPLINE_VISITORS_PER_IP_PER_MINUTE",
+            l.visitors_per_ip,
+        );
+        let sockets_per_ip = rate(
+            "HELPLINE_SOCKETS_PER_IP_BURST",
+            "HELPLINE_SOCKETS_PER_IP_PER_MINUTE",
+            l.sockets_per_ip,
+        );
+        let messages_per_visitor = rate(
+            "HELPLINE_MESSAGES_BURST",
+            "HELPLINE_MESSAGES_PER_MINUTE",
+            l.messages_per_visitor,
+        );
+        let limits = LimitsConfig {
+            visitors_per_ip,
+            sockets_per_ip,
+            messages_per_visitor,
+            sockets_per_visitor: r.number(
+                "HELPLINE_SOCKETS_PER_VISITOR",
+                l.sockets_per_visitor,
+                1,
+                10_000,
+            ),
+            abuse_errors_per_minute: r.number(
+                "HELPLINE_ABUSE_ERRORS_PER_MINUTE",
+                l.abuse_errors_per_minute,
+                1,
+                100_000,
+            ),
+            ping_interval: Duration::from_millis(r.number(
+                "HELPLINE_PING_INTERVAL_MS",
+                ms(l.ping_interval),
+                10,
+                3_600_000,
+            )),
+            idle_timeout: Duration::from_millis(r.number(
+                "HELPLINE_IDLE_TIMEOUT_MS",
+                ms(l.idle_timeout),
+                20,
+                86_400_000,
+            )),
+        };
+        if limits.idle_timeout <= limits.ping_interval {
+            r.problem(
+                "HELPLINE_IDLE_TIMEOUT_MS",
+                "must be longer than HELPLINE_PING_INTERVAL_MS (a pong needs time to come back)",
+            );
+        }
+
         if r.problems.is_empty() {
             Ok(Self {
                 bind,
@@ -578,6 +640,7 @@ impl Config {
                 retention,
                 log,
                 demo_reply_delay,
+                limits,
             })
         } else {
             Err(r.problems)

@@ -18,9 +18,13 @@ pub mod config;
 pub mod conversation;
 pub mod doctor;
 pub mod error;
+#[cfg(test)]
+mod fuzz_props;
 pub mod hub;
+pub mod limits;
 pub mod observe;
 pub mod retention;
+pub mod security_headers;
 pub mod simulator;
 pub mod startup;
 pub mod state;

@@ -19,7 +19,7 @@ use crate::{
     config::Config,
     hub::{self, Hub},
     observe::{self, Health, Metrics},
-    retention,
+    retention, security_headers,
     simulator::{Behaviour, Simulator},
     state::AppState,
     storage::{self, private_pg::PrivatePostgres},
@@ -35,7 +35,11 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub fn app(state: AppState) -> Router {
     let static_dir = static_dir(&state.config);
     let sessions = PostgresStore::new(state.pool.clone());
-    let https = state.config.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let https = state
+        .config
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
     let routes = Router::new()
         .merge(chat::router(&static_dir))
         .merge(agents::router(sessions, https))
@@ -43,6 +47,7 @@ pub fn app(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(observe::router())
         .fallback_service(ServeDir::new(static_dir));
+    let routes = routes.layer(axum::middleware::from_fn(security_headers::add));
     telemetry::layers(routes).with_state(state)
 }
 
@@ -160,6 +165,7 @@ impl Application {
 
         let ai = ai.with_metrics(metrics.clone());
         let demo_mode = config.openai.is_none();
+        let limits = Arc::new(crate::limits::Limits::new(config.limits.clone()));
         let state = AppState {
             pool,
             config: Arc::new(config),
@@ -170,6 +176,7 @@ impl Application {
             tasks: TaskTracker::new(),
             health: Health::default(),
             metrics,
+            limits,
         };
         Ok(Self {
             listener,

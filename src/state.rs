@@ -9,6 +9,7 @@ use crate::{
     ai::AiClient,
     config::Config,
     hub::Hub,
+    limits::Limits,
     observe::{Health, Metrics},
     webhooks::signature::WebhookSecret,
 };
@@ -31,4 +32,6 @@ pub struct AppState {
     pub health: Health,
     /// This instance's metrics, rendered by `/metrics`.
     pub metrics: Metrics,
+    /// Rate limits of the customer side (per instance, in memory).
+    pub limits: Arc<Limits>,
 }

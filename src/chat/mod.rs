@@ -7,9 +7,11 @@ pub mod identity;
 pub mod origins;
 mod socket;
 
+use std::{net::SocketAddr, time::Instant};
+
 use axum::{
     body::Bytes,
-    extract::State,
+    extract::{ConnectInfo, State},
     http::{header, HeaderMap, HeaderValue, StatusCode},
     middleware::map_response,
     response::{IntoResponse, Response},
@@ -26,7 +28,7 @@ use uuid::Uuid;
 use crate::{
     conversation::{self, Action, Actor, TransitionError},
     error::ApiError,
-    hub,
+    hub, limits,
     state::AppState,
     storage::{
         conversations::{self, Message, NewMessage, Role},
@@ -100,11 +102,25 @@ async fn preflight(State(state): State<AppState>, headers: HeaderMap) -> Respons
 /// Refused before anything is stored when the page's origin is not allowed.
 async fn create_visitor(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     match origins::check(&state.config.allowed_origins, &headers) {
-        Ok(origin) => origins::with_cors(origin, register(&state, &body).await.into_response()),
+        Ok(origin) => {
+            // Throttled per IP before anything is parsed or stored.
+            let response = match state.limits.visitors.take(peer.ip(), Instant::now()) {
+                Ok(()) => register(&state, &body).await.into_response(),
+                Err(wait) => {
+                    state.metrics.rate_limited("visitors");
+                    ApiError::TooManyRequests {
+                        retry_after_secs: limits::retry_after_secs(wait),
+                    }
+                    .into_response()
+                }
+            };
+            origins::with_cors(origin, response)
+        }
         Err(e) => e.into_response(),
     }
 }

@@ -2,12 +2,12 @@
 //! frames. A reader task takes the customer's frames; a writer task owns the
 //! socket's sending half and keeps it gap-free and duplicate-free by `seq`.
 
-use std::time::Duration;
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
     extract::{
         ws::{CloseFrame, Message as WsMessage, Utf8Bytes, WebSocket, WebSocketUpgrade},
-        State,
+        ConnectInfo, State,
     },
     http::HeaderMap,
     response::{IntoResponse, Response},
@@ -26,7 +26,10 @@ use super::{
     origins, receive_customer_message, token_hash, Received,
 };
 use crate::{
+    error::ApiError,
     hub::{Delivery, Subscription},
+    limits::{self, AbuseCounter, Limits},
+    observe::Metrics,
     state::AppState,
     storage::{conversations, turns},
 };
@@ -42,11 +45,24 @@ const CLOSE_POLICY: u16 = 1008;
 /// before the upgrade (cross-site WebSocket hijacking).
 pub(super) async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
     if let Err(e) = origins::check(&state.config.allowed_origins, &headers) {
         return e.into_response();
+    }
+    // Refused before the upgrade: a flood of connections costs no socket.
+    if let Err(wait) = state
+        .limits
+        .sockets
+        .take(peer.ip(), std::time::Instant::now())
+    {
+        state.metrics.rate_limited("sockets");
+        return ApiError::TooManyRequests {
+            retry_after_secs: limits::retry_after_secs(wait),
+        }
+        .into_response();
     }
     let tasks = state.tasks.clone();
     ws.max_message_size(MAX_FRAME_BYTES)
@@ -56,7 +72,21 @@ pub(super) async fn upgrade(
 }
 
 async fn serve(mut socket: WebSocket, state: AppState) {
-    let Some((conversation_id, after_seq)) = handshake(&mut socket, &state).await else {
+    let Some((visitor, conversation_id, after_seq)) = handshake(&mut socket, &state).await else {
+        return;
+    };
+    let Some(_slot) = state.limits.open_socket(visitor) else {
+        state.metrics.rate_limited("sockets_per_visitor");
+        state.metrics.socket_closed_for("too_many_sockets");
+        let max = state.limits.config.sockets_per_visitor;
+        refuse(
+            &mut socket,
+            FrameError::new(
+                "too_many_sockets",
+                format!("this visitor already has {max} open sockets; close one"),
+            ),
+        )
+        .await;
         return;
     };
     let _open = state.metrics.socket_opened("customer");
@@ -82,15 +112,26 @@ async fn serve(mut socket: WebSocket, state: AppState) {
         direct_tx,
         state.pool.clone(),
         conversation_id,
+        Guard {
+            visitor,
+            limits: state.limits.clone(),
+            metrics: state.metrics.clone(),
+        },
     ));
     tokio::select! {
         _ = &mut write_task => read_task.abort(),
-        _ = &mut read_task => write_task.abort(),
+        _ = &mut read_task => {
+            // The reader's last words (an error, a close) are queued: let the
+            // writer send them (it ends when the queue closes), briefly.
+            if tokio::time::timeout(Duration::from_secs(2), &mut write_task).await.is_err() {
+                write_task.abort();
+            }
+        }
     }
 }
 
 /// Waits for `hello`, checks the token, and finds the visitor's conversation.
-async fn handshake(socket: &mut WebSocket, state: &AppState) -> Option<(Uuid, Option<i64>)> {
+async fn handshake(socket: &mut WebSocket, state: &AppState) -> Option<(Uuid, Uuid, Option<i64>)> {
     let first = match tokio::time::timeout(HELLO_TIMEOUT, next_text(socket)).await {
         Ok(Some(text)) => text,
         Ok(None) => return None,
@@ -133,7 +174,7 @@ async fn handshake(socket: &mut WebSocket, state: &AppState) -> Option<(Uuid, Op
         }
     };
     match conversations::open_conversation(&state.pool, visitor).await {
-        Ok(conversation_id) => Some((conversation_id, after_seq)),
+        Ok(conversation_id) => Some((visitor, conversation_id, after_seq)),
         Err(e) => {
             tracing::error!(error = %e, "opening the conversation failed");
             let _ = socket
@@ -168,22 +209,97 @@ fn text(s: impl Into<Utf8Bytes>) -> WsMessage {
     WsMessage::Text(s.into())
 }
 
+/// What the reader asks of the writer, besides frames.
+enum Direct {
+    Deliver(Delivery),
+    Ping,
+    Close(u16, &'static str),
+}
+
+/// The reader's limits: the visitor's message bucket, abuse and idleness.
+struct Guard {
+    visitor: Uuid,
+    limits: Arc<Limits>,
+    metrics: Metrics,
+}
+
 /// The customer's frames: each is answered through `direct` (errors, pongs,
 /// the stored message) and stored messages also reach every other socket
-/// through the hub.
+/// through the hub. The reader also pings, and closes a socket that is idle
+/// or abusive.
 async fn read_frames(
     mut stream: SplitStream<WebSocket>,
-    direct: mpsc::Sender<Delivery>,
+    direct: mpsc::Sender<Direct>,
     pool: PgPool,
     conversation_id: Uuid,
+    guard: Guard,
 ) {
-    while let Some(Ok(message)) = stream.next().await {
+    let config = &guard.limits.config;
+    let mut abuse = AbuseCounter::new(config.abuse_errors_per_minute);
+    let mut ping = tokio::time::interval(config.ping_interval);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ping.tick().await;
+    let mut last_heard = tokio::time::Instant::now();
+    loop {
+        let idle_deadline = last_heard + config.idle_timeout;
+        let message = tokio::select! {
+            message = stream.next() => message,
+            _ = ping.tick() => {
+                if direct.send(Direct::Ping).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                guard.metrics.socket_closed_for("idle");
+                let _ = direct.send(Direct::Close(CLOSE_GOING_AWAY, "idle timeout")).await;
+                break;
+            }
+        };
+        let Some(Ok(message)) = message else { break };
+        last_heard = tokio::time::Instant::now();
         let frame = match message {
             WsMessage::Text(t) => ClientFrame::parse(t.as_str()),
             WsMessage::Binary(_) => Err(FrameError::new("invalid_frame", "frames must be text")),
             WsMessage::Close(_) => break,
             WsMessage::Ping(_) | WsMessage::Pong(_) => continue,
         };
+        // Checked before the database is touched: a refused message is not stored.
+        let frame = match frame {
+            Ok(ClientFrame::Message { .. }) => {
+                match guard
+                    .limits
+                    .messages
+                    .take(guard.visitor, std::time::Instant::now())
+                {
+                    Ok(()) => frame,
+                    Err(wait) => {
+                        guard.metrics.rate_limited("messages");
+                        let secs = limits::retry_after_secs(wait);
+                        let json = serde_json::json!({
+                            "type": "error",
+                            "code": "rate_limited",
+                            "message": format!("too many messages; try again in {secs} s"),
+                            "retry_after": secs,
+                        });
+                        if direct
+                            .send(Direct::Deliver(ephemeral(json.to_string())))
+                            .await
+                            .is_err()
+                        {
+                            break;
+                        }
+                        if abuse.record(std::time::Instant::now()) {
+                            close_for_abuse(&direct, &guard.metrics).await;
+                            break;
+                        }
+                        continue;
+                    }
+                }
+            }
+            other => other,
+        };
+        let is_error = matches!(frame, Err(_) | Ok(ClientFrame::Hello { .. }));
         let reply = match frame {
             Err(e) => error_delivery(&e),
             Ok(ClientFrame::Ping) => ephemeral(ServerFrame::Pong.to_json()),
@@ -211,10 +327,23 @@ async fn read_frames(
                 }
             }
         };
-        if direct.send(reply).await.is_err() {
+        if direct.send(Direct::Deliver(reply)).await.is_err() {
+            break;
+        }
+        if is_error && abuse.record(std::time::Instant::now()) {
+            close_for_abuse(&direct, &guard.metrics).await;
             break;
         }
     }
+}
+
+async fn close_for_abuse(direct: &mpsc::Sender<Direct>, metrics: &Metrics) {
+    metrics.socket_closed_for("abuse");
+    let error = FrameError::new("abuse", "too many invalid frames; closing");
+    let _ = direct.send(Direct::Deliver(error_delivery(&error))).await;
+    let _ = direct
+        .send(Direct::Close(CLOSE_POLICY, "policy violation"))
+        .await;
 }
 
 fn ephemeral(frame: String) -> Delivery {
@@ -268,7 +397,7 @@ impl Writer {
     async fn run(
         mut self,
         mut subscription: Subscription,
-        mut direct: mpsc::Receiver<Delivery>,
+        mut direct: mpsc::Receiver<Direct>,
         shutdown: CancellationToken,
     ) {
         let result: Result<(), WriteError> = async {
@@ -281,7 +410,13 @@ impl Writer {
                         return Ok(());
                     }
                     delivery = direct.recv() => match delivery {
-                        Some(d) => self.deliver(d).await?,
+                        Some(Direct::Deliver(d)) => self.deliver(d).await?,
+                        Some(Direct::Ping) => self.sink.send(WsMessage::Ping(Default::default())).await?,
+                        Some(Direct::Close(code, reason)) => {
+                            let close = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+                            self.sink.send(WsMessage::Close(Some(close))).await?;
+                            return Ok(());
+                        }
                         None => return Ok(()),
                     },
                     delivery = subscription.receiver.recv() => match delivery {

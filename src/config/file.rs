@@ -58,6 +58,25 @@ pub const SETTINGS: &[(&str, &str)] = &[
     ("HELPLINE_LOG_FORMAT", "log.format"),
     ("RUST_LOG", "log.filter"),
     ("HELPLINE_DEMO_REPLY_DELAY_MS", "demo.reply_delay_ms"),
+    ("HELPLINE_VISITORS_PER_IP_BURST", "limits.visitors_burst"),
+    (
+        "HELPLINE_VISITORS_PER_IP_PER_MINUTE",
+        "limits.visitors_per_minute",
+    ),
+    ("HELPLINE_SOCKETS_PER_IP_BURST", "limits.sockets_burst"),
+    (
+        "HELPLINE_SOCKETS_PER_IP_PER_MINUTE",
+        "limits.sockets_per_minute",
+    ),
+    ("HELPLINE_MESSAGES_BURST", "limits.messages_burst"),
+    ("HELPLINE_MESSAGES_PER_MINUTE", "limits.messages_per_minute"),
+    ("HELPLINE_SOCKETS_PER_VISITOR", "limits.sockets_per_visitor"),
+    (
+        "HELPLINE_ABUSE_ERRORS_PER_MINUTE",
+        "limits.abuse_errors_per_minute",
+    ),
+    ("HELPLINE_PING_INTERVAL_MS", "limits.ping_interval_ms"),
+    ("HELPLINE_IDLE_TIMEOUT_MS", "limits.idle_timeout_ms"),
 ];
 
 /// The file's key for an environment variable, for messages.

@@ -128,6 +128,14 @@ impl Metrics {
                 "helpline_retention_deleted_total",
                 "Rows removed by the retention job, by table."
             );
+            describe_counter!(
+                "helpline_rate_limited_total",
+                "Customer-side requests refused by a rate limit or cap, by what was limited."
+            );
+            describe_counter!(
+                "helpline_socket_policy_closes_total",
+                "Customer sockets closed by the server for a reason, by reason."
+            );
             counter!("helpline_webhooks_received_total").absolute(0);
             counter!("helpline_handoffs_total").absolute(0);
             gauge!("helpline_open_sockets", "kind" => "customer").set(0.0);
@@ -180,6 +188,18 @@ impl Metrics {
             metrics: self.clone(),
             kind,
         }
+    }
+
+    /// `what`: visitors, sockets, messages or sockets_per_visitor.
+    pub fn rate_limited(&self, what: &'static str) {
+        self.with(|| counter!("helpline_rate_limited_total", "what" => what).increment(1));
+    }
+
+    /// `reason`: abuse, idle or too_many_sockets.
+    pub fn socket_closed_for(&self, reason: &'static str) {
+        self.with(|| {
+            counter!("helpline_socket_policy_closes_total", "reason" => reason).increment(1)
+        });
     }
 
     pub fn frame_sent(&self, kind: &'static str) {

@@ -261,7 +261,10 @@ pub async fn message_at(
 }
 
 /// The highest item seq of a conversation; `None` if there is none.
-pub async fn last_agent_seq(pool: &PgPool, conversation_id: Uuid) -> Result<Option<i64>, sqlx::Error> {
+pub async fn last_agent_seq(
+    pool: &PgPool,
+    conversation_id: Uuid,
+) -> Result<Option<i64>, sqlx::Error> {
     sqlx::query_scalar("SELECT last_agent_seq FROM conversations WHERE id = $1")
         .bind(conversation_id)
         .fetch_optional(pool)

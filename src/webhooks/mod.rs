@@ -1,6 +1,7 @@
 //! `POST /api/webhooks/openai`: verify, record once, answer 200 at once.
 //! The recorded event is the worker's queue; nothing else happens here.
 
+pub mod event;
 pub mod signature;
 
 use axum::{
@@ -11,35 +12,21 @@ use axum::{
     routing::post,
     Json, Router,
 };
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::json;
 
 use crate::{state::AppState, storage::inbox, telemetry::REQUEST_ID_HEADER};
+use event::DecodeError;
+pub use event::HANDLED_EVENTS;
 use signature::VerifyError;
 
 /// OpenAI's event bodies are thin (ids only); anything bigger is refused.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// The event types the worker acts on; every other type is recorded and ignored.
-pub const HANDLED_EVENTS: [&str; 4] = [
-    "response.completed",
-    "response.failed",
-    "response.cancelled",
-    "response.incomplete",
-];
-
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/api/webhooks/openai", post(receive))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-}
-
-/// The part of an event envelope we read before storing it.
-#[derive(Deserialize)]
-struct Envelope {
-    id: Option<String>,
-    #[serde(rename = "type")]
-    kind: String,
 }
 
 #[derive(Serialize)]
@@ -52,8 +39,13 @@ struct Receipt {
 enum WebhookError {
     #[error(transparent)]
     Signature(#[from] VerifyError),
-    #[error("body is not a JSON event object with a string \"type\": {0}")]
-    Malformed(String),
+    /// Signed, so OpenAI would deliver it again and again: logged with its
+    /// webhook-id, refused with a 400 (OpenAI does not retry a 4xx forever).
+    #[error("{error} (webhook-id {webhook_id})")]
+    Malformed {
+        webhook_id: String,
+        error: DecodeError,
+    },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -64,7 +56,7 @@ impl WebhookError {
     fn code(&self) -> &'static str {
         match self {
             Self::Signature(e) => e.code(),
-            Self::Malformed(_) => "malformed_event",
+            Self::Malformed { error, .. } => error.code(),
             Self::Database(_) => "database_unavailable",
         }
     }
@@ -73,7 +65,7 @@ impl WebhookError {
 impl IntoResponse for WebhookError {
     fn into_response(self) -> Response {
         let status = match &self {
-            Self::Signature(_) | Self::Malformed(_) => StatusCode::BAD_REQUEST,
+            Self::Signature(_) | Self::Malformed { .. } => StatusCode::BAD_REQUEST,
             // 5xx makes OpenAI deliver again later: nothing is lost.
             Self::Database(_) => StatusCode::SERVICE_UNAVAILABLE,
         };
@@ -130,25 +122,24 @@ async fn record(
     let secrets = &state.webhook_secrets;
     let verified = signature::verify(secrets, headers, body, chrono::Utc::now().timestamp())?;
 
-    let payload: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
-    let envelope =
-        Envelope::deserialize(&payload).map_err(|e| WebhookError::Malformed(e.to_string()))?;
-    let handled = HANDLED_EVENTS.contains(&envelope.kind.as_str());
+    let event = event::decode(body).map_err(|error| WebhookError::Malformed {
+        webhook_id: verified.webhook_id.clone(),
+        error,
+    })?;
     // Set by the request-id layer: the worker logs it with the event.
     let request_id = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
 
     let inserted = inbox::record(
         &state.pool,
         &verified.webhook_id,
-        envelope.id.as_deref(),
-        &envelope.kind,
-        &payload,
-        handled,
+        event.id.as_deref(),
+        &event.kind,
+        &event.payload,
+        event.handled,
         request_id,
     )
     .await?;
-    tracing::info!(webhook_id = %verified.webhook_id, event_type = %envelope.kind, duplicate = !inserted, "webhook recorded");
+    tracing::info!(webhook_id = %verified.webhook_id, event_type = %event.kind, duplicate = !inserted, "webhook recorded");
     Ok(Receipt {
         received: true,
         duplicate: !inserted,

@@ -22,6 +22,14 @@ pub const ID_HEADER: &str = "webhook-id";
 pub const TIMESTAMP_HEADER: &str = "webhook-timestamp";
 pub const SIGNATURE_HEADER: &str = "webhook-signature";
 
+/// Bounds on what a delivery may make us read and compute before it is
+/// refused: OpenAI sends one or two entries of 47 bytes and ids of ~35 bytes,
+/// so these leave room for rotations without letting a forged request buy
+/// hundreds of HMACs.
+pub const MAX_SIGNATURES: usize = 8;
+pub const MAX_SIGNATURE_HEADER_BYTES: usize = 1024;
+pub const MAX_ID_HEADER_BYTES: usize = 256;
+
 /// A signing key. Never printed.
 #[derive(Clone)]
 pub struct WebhookSecret {
@@ -101,6 +109,12 @@ impl fmt::Debug for WebhookSecret {
 pub enum VerifyError {
     #[error("missing or unreadable {0} header")]
     MissingHeader(&'static str),
+    #[error("the {0} header is given more than once")]
+    DuplicateHeader(&'static str),
+    #[error("the {0} header is too long")]
+    HeaderTooLarge(&'static str),
+    #[error("webhook-signature holds more than {MAX_SIGNATURES} entries")]
+    TooManySignatures,
     #[error("webhook-timestamp is not a Unix time in seconds")]
     InvalidTimestamp,
     #[error("webhook-timestamp is more than {TOLERANCE_SECS} seconds old")]
@@ -115,6 +129,9 @@ impl VerifyError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::MissingHeader(_) => "missing_header",
+            Self::DuplicateHeader(_) => "duplicate_header",
+            Self::HeaderTooLarge(_) => "header_too_large",
+            Self::TooManySignatures => "too_many_signatures",
             Self::InvalidTimestamp => "invalid_timestamp",
             Self::TimestampTooOld => "timestamp_too_old",
             Self::TimestampTooNew => "timestamp_too_new",
@@ -138,16 +155,30 @@ pub fn verify(
     body: &[u8],
     now: i64,
 ) -> Result<Verified, VerifyError> {
-    let header = |name: &'static str| {
-        headers
-            .get(name)
+    // A header given twice is ambiguous (which one did the proxy check?): refused.
+    let header = |name: &'static str, max_len: usize| {
+        let mut values = headers.get_all(name).iter();
+        let value = values.next();
+        if values.next().is_some() {
+            return Err(VerifyError::DuplicateHeader(name));
+        }
+        let value = value
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
-            .ok_or(VerifyError::MissingHeader(name))
+            .ok_or(VerifyError::MissingHeader(name))?;
+        if value.len() > max_len {
+            return Err(VerifyError::HeaderTooLarge(name));
+        }
+        Ok(value)
     };
-    let id = header(ID_HEADER)?;
-    let timestamp_text = header(TIMESTAMP_HEADER)?;
-    let signatures = header(SIGNATURE_HEADER)?;
+    let id = header(ID_HEADER, MAX_ID_HEADER_BYTES)?;
+    let timestamp_text = header(TIMESTAMP_HEADER, MAX_ID_HEADER_BYTES)?;
+    let signatures = header(SIGNATURE_HEADER, MAX_SIGNATURE_HEADER_BYTES)?;
+    // Counted before any decoding: the work per request stays bounded by
+    // MAX_SIGNATURES x secrets HMAC comparisons (one HMAC per secret).
+    if signatures.split(' ').filter(|e| !e.is_empty()).count() > MAX_SIGNATURES {
+        return Err(VerifyError::TooManySignatures);
+    }
 
     let timestamp = parse_timestamp(timestamp_text)?;
     if now - timestamp > TOLERANCE_SECS {
@@ -349,6 +380,49 @@ mod tests {
         let both = secrets(&format!("{SW_SECRET} {PY_SECRET}"));
         let h = headers(PY_ID, &PY_TS.to_string(), PY_SIG);
         assert!(verify(&both, &h, PY_BODY.as_bytes(), PY_TS).is_ok());
+    }
+
+    #[test]
+    fn a_header_given_twice_is_refused() {
+        for name in [ID_HEADER, TIMESTAMP_HEADER, SIGNATURE_HEADER] {
+            let mut h = headers(PY_ID, &PY_TS.to_string(), PY_SIG);
+            let first = h.get(name).unwrap().clone();
+            h.append(name, first);
+            let result = verify(&secrets(PY_SECRET), &h, PY_BODY.as_bytes(), PY_TS);
+            assert_eq!(result, Err(VerifyError::DuplicateHeader(name)), "{name}");
+        }
+    }
+
+    #[test]
+    fn oversized_headers_and_too_many_signatures_are_refused() {
+        let nine = [PY_SIG; 9].join(" ");
+        assert_eq!(check(&nine, PY_TS), Err(VerifyError::TooManySignatures));
+        let eight = [PY_SIG; 8].join(" ");
+        assert!(check(&eight, PY_TS).is_ok());
+        let long = format!("{PY_SIG} v1,{}", "A".repeat(MAX_SIGNATURE_HEADER_BYTES));
+        assert_eq!(
+            check(&long, PY_TS),
+            Err(VerifyError::HeaderTooLarge(SIGNATURE_HEADER))
+        );
+        let h = headers(
+            &"i".repeat(MAX_ID_HEADER_BYTES + 1),
+            &PY_TS.to_string(),
+            PY_SIG,
+        );
+        let result = verify(&secrets(PY_SECRET), &h, PY_BODY.as_bytes(), PY_TS);
+        assert_eq!(result, Err(VerifyError::HeaderTooLarge(ID_HEADER)));
+    }
+
+    #[test]
+    fn odd_base64_padding_never_matches() {
+        let unpadded = PY_SIG.trim_end_matches('=');
+        assert_eq!(check(unpadded, PY_TS), Err(VerifyError::InvalidSignature));
+        let extra = format!("{PY_SIG}=");
+        assert_eq!(check(&extra, PY_TS), Err(VerifyError::InvalidSignature));
+        let url_safe = PY_SIG.replace('+', "-").replace('/', "_");
+        if url_safe != PY_SIG {
+            assert_eq!(check(&url_safe, PY_TS), Err(VerifyError::InvalidSignature));
+        }
     }
 
     #[test]
