@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod bench_smoke;
 mod browser;
 mod conversation_flow;
 mod crashes;
