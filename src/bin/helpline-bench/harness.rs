@@ -346,14 +346,14 @@ pub fn raise_fd_limit(wanted: u64) -> u64 {
                 rlim_max: target,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                return target as u64;
+                return target;
             }
         }
         limit.rlim_cur = limit.rlim_max.min(target.max(limit.rlim_cur));
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 /// Creates `n` visitors directly in the database (one statement) and
