@@ -43,7 +43,11 @@ pub const WORK_CHANNEL: &str = "helpline_work";
 /// PostgreSQL drops NOTIFY payloads over 8000 bytes; bigger messages are
 /// announced by seq only and read back from the database.
 const MAX_INLINE_PAYLOAD: usize = 7900;
-const CHANNEL_CAPACITY: usize = 256;
+/// Per conversation. A socket that falls further behind reads the gap from
+/// the database (`RecvError::Lagged`). The slots are allocated up front, per
+/// watched conversation: 256 cost about 20 KiB of every idle socket
+/// (BENCHMARKS.md, scenario 3).
+const CHANNEL_CAPACITY: usize = 16;
 /// Agents watch every conversation at once: a deeper buffer.
 const AGENT_CHANNEL_CAPACITY: usize = 4096;
 

@@ -37,6 +37,10 @@ use crate::{
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames are small; anything bigger is refused before it is parsed.
 const MAX_FRAME_BYTES: usize = MAX_TEXT_CHARS * 4 + 1024;
+/// tungstenite zero-fills its whole read buffer (128 KiB by default) on the
+/// first read, so each idle socket kept 128 KiB resident; frames are small,
+/// and a bigger one grows the buffer as needed (BENCHMARKS.md, scenario 3).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 const CLOSE_GOING_AWAY: u16 = 1001;
 const CLOSE_POLICY: u16 = 1008;
@@ -67,6 +71,7 @@ pub(super) async fn upgrade(
     let tasks = state.tasks.clone();
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
+        .read_buffer_size(READ_BUFFER_BYTES)
         // Tracked, so that shutdown waits for sockets to say goodbye.
         .on_upgrade(move |socket| tasks.track_future(serve(socket, state)))
 }

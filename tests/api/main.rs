@@ -5,6 +5,7 @@ mod helpers;
 
 mod agent_console;
 mod agents;
+mod bench_smoke;
 mod browser;
 mod conversation_flow;
 mod crashes;

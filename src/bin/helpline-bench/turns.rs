@@ -1,0 +1,278 @@
+//! Scenario 2, turn latency: many conversations, each sending a message and
+//! waiting for its reply; time from the customer frame leaving the client
+//! to the assistant frame arriving, at a stated sustained rate. Beside it:
+//! single-row INSERTs through the same pool at the same rate. The database
+//! statements per turn are counted from sqlx's own statement log.
+
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use sqlx::types::Json;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::{
+    harness::{
+        self, completed_event, create_visitors, ms, ratio, Customer, Instance, Samples, Sim, Table,
+        PATIENCE, STATEMENTS,
+    },
+    Bench,
+};
+
+struct Sizes {
+    conversations: usize,
+    /// Each rate is run in turn; the last is the target.
+    rates: &'static [f64],
+    duration: Duration,
+}
+
+pub async fn run(bench: &Bench) -> anyhow::Result<()> {
+    let sizes = if bench.smoke {
+        Sizes {
+            conversations: 4,
+            rates: &[20.0],
+            duration: Duration::from_millis(500),
+        }
+    } else {
+        Sizes {
+            conversations: 200,
+            rates: &[50.0, 100.0, 200.0],
+            duration: Duration::from_secs(10),
+        }
+    };
+    let db = bench.server.new_database("turns").await?;
+    let sim = Sim::start().await?;
+    let instance = Instance::start(&sim.env(&db)).await?;
+    sim.sim.set_webhook_url(&instance.webhook_url);
+    sqlx::query("CREATE TABLE bench_baseline (LIKE webhook_events INCLUDING ALL)")
+        .execute(&instance.pool)
+        .await?;
+
+    let tokens = create_visitors(&instance.pool, sizes.conversations).await?;
+    let customers = connect_all(&instance.ws_url(), &tokens).await?;
+    let mut conversations = Conversations::spawn(customers);
+    // One turn each first: the first turn also creates the OpenAI
+    // Conversation, which later turns do not.
+    conversations
+        .run_at(50.0, sizes.conversations, PATIENCE)
+        .await?;
+
+    let mut table = Table::new(
+        format!(
+            "2. Turn latency ({} conversations, {} s per rate; baseline: single-row INSERTs at the same rate, through the same pool)",
+            sizes.conversations,
+            sizes.duration.as_secs_f64()
+        ),
+        &[
+            "target /s",
+            "turns",
+            "achieved /s",
+            "p50 ms",
+            "p99 ms",
+            "max ms",
+            "statements/turn",
+            "baseline p50 ms",
+            "baseline p99 ms",
+            "p99 ratio",
+        ],
+    );
+    let mut profile = Vec::new();
+    let mut profiled_turns = 0;
+    for &rate in sizes.rates {
+        harness::reset_statements();
+        let max_turns = (rate * sizes.duration.as_secs_f64()).ceil() as usize;
+        let (mut latency, secs) = conversations
+            .run_at(rate, max_turns, sizes.duration)
+            .await?;
+        let statements = STATEMENTS.load(std::sync::atomic::Ordering::Relaxed);
+        profile = harness::statement_profile();
+        let turns = latency.len();
+        profiled_turns = turns;
+        let (mut base, _) = baseline(&instance, rate, max_turns, sizes.duration).await?;
+        let p99 = latency.p99();
+        table.row(vec![
+            format!("{rate:.0}"),
+            turns.to_string(),
+            format!("{:.0}", turns as f64 / secs),
+            ms(latency.p50()),
+            ms(p99),
+            ms(latency.max()),
+            format!("{:.1}", statements as f64 / turns.max(1) as f64),
+            ms(base.p50()),
+            ms(base.p99()),
+            ratio(p99.as_secs_f64(), base.p99().as_secs_f64()),
+        ]);
+    }
+    let turns = profiled_turns;
+    table.note("Target: p99 < 50 ms at 200 turns/s.");
+    table.note("Statements: every statement this process sent while the turns ran (sqlx's statement log, BEGIN and COMMIT included; the pool's ping before handing out a connection is not logged), divided by the turns. Workers' idle polls fall in the same window.");
+    table.print();
+
+    let mut profile_table = Table::new(
+        "2b. Where a turn's database time goes (at the last rate; statements per turn, by kind)",
+        &["statement", "per turn", "ms per turn", "ms each"],
+    );
+    for (summary, count, secs) in profile.iter().take(16) {
+        profile_table.row(vec![
+            summary.clone(),
+            format!("{:.2}", *count as f64 / turns.max(1) as f64),
+            format!("{:.3}", secs * 1000.0 / turns.max(1) as f64),
+            format!("{:.3}", secs * 1000.0 / (*count).max(1) as f64),
+        ]);
+    }
+    profile_table.note("Time is as sqlx measures it in the client: from sending the statement to its last row, including waiting for the server.");
+    profile_table.print();
+
+    conversations.stop().await;
+    instance.stop().await;
+    bench.server.drop_database(&db).await;
+    Ok(())
+}
+
+/// Connects one customer socket per token, 32 at a time.
+pub async fn connect_all(url: &str, tokens: &[String]) -> anyhow::Result<Vec<Customer>> {
+    let mut customers = Vec::with_capacity(tokens.len());
+    for chunk in tokens.chunks(32) {
+        let connected =
+            futures::future::join_all(chunk.iter().map(|token| Customer::connect(url, token)))
+                .await;
+        for c in connected {
+            customers.push(c?);
+        }
+    }
+    Ok(customers)
+}
+
+/// One task per conversation, each running a turn when told to.
+struct Conversations {
+    go: Vec<mpsc::Sender<()>>,
+    done: mpsc::Receiver<(usize, anyhow::Result<Duration>)>,
+    idle: VecDeque<usize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Conversations {
+    fn spawn(customers: Vec<Customer>) -> Self {
+        let (done_tx, done) = mpsc::channel(customers.len().max(1));
+        let mut go = Vec::new();
+        let mut tasks = Vec::new();
+        for (i, mut customer) in customers.into_iter().enumerate() {
+            let (go_tx, mut go_rx) = mpsc::channel::<()>(1);
+            let done_tx = done_tx.clone();
+            go.push(go_tx);
+            tasks.push(tokio::spawn(async move {
+                while go_rx.recv().await.is_some() {
+                    let started = Instant::now();
+                    let result = async {
+                        customer.send_message("Where is my order?").await?;
+                        customer.next_assistant().await?;
+                        Ok(started.elapsed())
+                    }
+                    .await;
+                    if done_tx.send((i, result)).await.is_err() {
+                        break;
+                    }
+                }
+                customer.close().await;
+            }));
+        }
+        let idle = (0..go.len()).collect();
+        Self {
+            go,
+            done,
+            idle,
+            tasks,
+        }
+    }
+
+    /// Starts a turn every 1/`rate` s on an idle conversation (waiting for
+    /// one when none is idle), until `max_turns` were started or `duration`
+    /// has passed; then waits for the turns in flight. Returns the
+    /// latencies and the seconds from the first start to the last reply.
+    async fn run_at(
+        &mut self,
+        rate: f64,
+        max_turns: usize,
+        duration: Duration,
+    ) -> anyhow::Result<(Samples, f64)> {
+        let started = Instant::now();
+        let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut samples = Samples::default();
+        let (mut started_turns, mut in_flight) = (0usize, 0usize);
+        while started_turns < max_turns && started.elapsed() < duration {
+            tokio::select! {
+                _ = ticker.tick(), if !self.idle.is_empty() => {
+                    let i = self.idle.pop_front().expect("an idle conversation");
+                    self.go[i].send(()).await?;
+                    started_turns += 1;
+                    in_flight += 1;
+                }
+                Some((i, result)) = self.done.recv() => {
+                    samples.push(result?);
+                    self.idle.push_back(i);
+                    in_flight -= 1;
+                }
+            }
+        }
+        while in_flight > 0 {
+            let (i, result) = tokio::time::timeout(PATIENCE, self.done.recv())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("conversation tasks ended"))?;
+            samples.push(result?);
+            self.idle.push_back(i);
+            in_flight -= 1;
+        }
+        Ok((samples, started.elapsed().as_secs_f64()))
+    }
+
+    async fn stop(self) {
+        drop(self.go);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Single-row INSERTs (the webhook's payload) started at `rate`, each
+/// timed, through the instance's pool.
+async fn baseline(
+    instance: &Instance,
+    rate: f64,
+    max: usize,
+    duration: Duration,
+) -> anyhow::Result<(Samples, f64)> {
+    let pool = instance.pool.clone();
+    let body = Arc::new(completed_event("resp_bench_baseline"));
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut running = Vec::new();
+    while running.len() < max && started.elapsed() < duration {
+        ticker.tick().await;
+        let (pool, body) = (pool.clone(), body.clone());
+        running.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let payload: serde_json::Value = serde_json::from_str(&body)?;
+            sqlx::query(
+                "INSERT INTO bench_baseline (webhook_id, event_id, event_type, payload, status)
+                 VALUES ($1, $2, $3, $4, 'pending')",
+            )
+            .bind(Uuid::new_v4().to_string())
+            .bind(payload["id"].as_str())
+            .bind("response.completed")
+            .bind(Json(&payload))
+            .execute(&pool)
+            .await?;
+            anyhow::Ok(t.elapsed())
+        }));
+    }
+    let mut samples = Samples::default();
+    for r in running {
+        samples.push(tokio::time::timeout(PATIENCE, r).await???);
+    }
+    Ok((samples, started.elapsed().as_secs_f64()))
+}
