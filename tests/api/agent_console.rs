@@ -2,20 +2,12 @@
 //! live conversation list, taking over and replying, and customer markup
 //! that stays text.
 
-use chromiumoxide::{
-    cdp::browser_protocol::{
-        input::InsertTextParams,
-        network::{
-            EmulateNetworkConditionsByRuleParams, NetworkConditions, OverrideNetworkStateParams,
-        },
-    },
-    Page,
-};
+use chromiumoxide::{cdp::browser_protocol::input::InsertTextParams, Page};
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    browser::{eval, press, screenshot, TestBrowser},
+    browser::{eval, press, screenshot, set_offline, TestBrowser},
     helpers::{spawn_app, ChatSocket, TestApp},
 };
 
@@ -82,21 +74,6 @@ async fn type_into(page: &Page, selector: &str, text: &str) {
     )
     .await;
     page.execute(InsertTextParams::new(text)).await.unwrap();
-}
-
-/// DevTools' offline mode: connections fail, and the page is told
-/// (`navigator.onLine`, `offline`/`online` events) as on a real network loss.
-async fn set_offline(page: &Page, offline: bool) {
-    let everything = NetworkConditions::new("", 0, -1, -1);
-    page.execute(EmulateNetworkConditionsByRuleParams::new(
-        offline,
-        vec![everything],
-    ))
-    .await
-    .unwrap();
-    page.execute(OverrideNetworkStateParams::new(offline, 0, -1, -1))
-        .await
-        .unwrap();
 }
 
 /// The row of the conversation `id` in the list.

@@ -4,7 +4,13 @@ use std::path::{Path, PathBuf};
 
 use chromiumoxide::{
     browser::BrowserConfig,
-    cdp::browser_protocol::{emulation::SetDeviceMetricsOverrideParams, input::InsertTextParams},
+    cdp::browser_protocol::{
+        emulation::SetDeviceMetricsOverrideParams,
+        input::InsertTextParams,
+        network::{
+            EmulateNetworkConditionsByRuleParams, NetworkConditions, OverrideNetworkStateParams,
+        },
+    },
     page::ScreenshotParams,
     Browser, Page,
 };
@@ -219,4 +225,19 @@ async fn a_person_can_chat_on_the_demo_page() {
         in_widget(&page, "root.querySelector('.panel').hidden").await,
         false
     );
+}
+
+/// DevTools' offline mode: connections fail, and the page is told
+/// (`navigator.onLine`, `offline`/`online` events) as on a real network loss.
+pub async fn set_offline(page: &Page, offline: bool) {
+    let everything = NetworkConditions::new("", 0, -1, -1);
+    page.execute(EmulateNetworkConditionsByRuleParams::new(
+        offline,
+        vec![everything],
+    ))
+    .await
+    .unwrap();
+    page.execute(OverrideNetworkStateParams::new(offline, 0, -1, -1))
+        .await
+        .unwrap();
 }

@@ -357,20 +357,8 @@ impl TestApp {
 
     /// Requests the simulator received at `path` (fetched over HTTP).
     pub async fn sim_requests(&self, method: &str, path: &str) -> Vec<Value> {
-        let url = format!("http://{}/_sim/requests", self.sim_addr);
-        let all: Vec<Value> = self
-            .http
-            .get(url)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        all.into_iter()
-            .filter(|r| r["method"] == method && r["path"] == path)
-            .map(|r| r["body"].clone())
-            .collect()
+        let timed = self.sim_requests_timed(method, path).await;
+        timed.into_iter().map(|(_, body)| body).collect()
     }
 
     /// Waits until a query that watches the database's state returns true.

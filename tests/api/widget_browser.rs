@@ -8,12 +8,7 @@ use std::{
 };
 
 use axum::{http::Uri, response::Html, Router};
-use chromiumoxide::cdp::{
-    browser_protocol::network::{
-        EmulateNetworkConditionsByRuleParams, NetworkConditions, OverrideNetworkStateParams,
-    },
-    js_protocol::runtime::{ConsoleApiCalledType, EventConsoleApiCalled},
-};
+use chromiumoxide::cdp::js_protocol::runtime::{ConsoleApiCalledType, EventConsoleApiCalled};
 use futures::StreamExt;
 use helpline::{
     chat::identity::user_hash,
@@ -27,8 +22,8 @@ use uuid::Uuid;
 
 use crate::{
     browser::{
-        eval, in_widget, open_widget, press, screenshot, send_in_widget, widget_connected,
-        widget_text, widget_until, TestBrowser,
+        eval, in_widget, open_widget, press, screenshot, send_in_widget, set_offline,
+        widget_connected, widget_text, widget_until, TestBrowser,
     },
     helpers::{next_created, spawn_app_configured, TestApp, TestOptions, PATIENCE},
 };
@@ -144,21 +139,6 @@ async fn post_staff_message(app: &TestApp, role: &str, author: Option<&str>, tex
     let message = conversations::append(&mut tx, new).await.unwrap().unwrap();
     hub::publish_message(&mut tx, &message).await.unwrap();
     tx.commit().await.unwrap();
-}
-
-/// DevTools' offline mode: connections fail, and the page is told
-/// (`navigator.onLine`, `offline`/`online` events) as on a real network loss.
-async fn set_offline(page: &chromiumoxide::Page, offline: bool) {
-    let everything = NetworkConditions::new("", 0, -1, -1);
-    page.execute(EmulateNetworkConditionsByRuleParams::new(
-        offline,
-        vec![everything],
-    ))
-    .await
-    .unwrap();
-    page.execute(OverrideNetworkStateParams::new(offline, 0, -1, -1))
-        .await
-        .unwrap();
 }
 
 #[tokio::test]
