@@ -295,7 +295,9 @@ pub async fn listen(
                 _ = cancel.cancelled() => return,
             };
             match received {
-                Ok(Some(n)) if n.channel() == WORK_CHANNEL => work.notify_waiters(),
+                // One job, one worker: the others keep sleeping (they poll
+                // anyway, and a busy worker drains the queue before it waits).
+                Ok(Some(n)) if n.channel() == WORK_CHANNEL => work.notify_one(),
                 Ok(Some(n)) => handle_frame(&pool, &hub, n.payload()),
                 Ok(None) => {
                     tracing::warn!("notification listener lost its connection; reconnecting");
