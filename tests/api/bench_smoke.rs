@@ -33,4 +33,13 @@ fn the_benchmark_runs_every_scenario_and_prints_each_table() {
     ] {
         assert!(stdout.contains(title), "no {title:?} table in:\n{stdout}");
     }
+    // Scenario 5 measures now: consoles connected and frames counted.
+    assert!(
+        !stdout.contains("skipped: pending the agent socket"),
+        "scenario 5 still skipped:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("item frames"),
+        "no agent console counts in:\n{stdout}"
+    );
 }

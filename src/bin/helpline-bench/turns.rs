@@ -43,21 +43,14 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
             duration: Duration::from_secs(10),
         }
     };
-    let db = bench.server.new_database("turns").await?;
-    let sim = Sim::start().await?;
-    let instance = Instance::start(&sim.env(&db)).await?;
-    sim.sim.set_webhook_url(&instance.webhook_url);
+    let Load {
+        db,
+        sim: _sim,
+        instance,
+        mut conversations,
+    } = Load::start(bench, "turns", sizes.conversations).await?;
     sqlx::query("CREATE TABLE bench_baseline (LIKE webhook_events INCLUDING ALL)")
         .execute(&instance.pool)
-        .await?;
-
-    let tokens = create_visitors(&instance.pool, sizes.conversations).await?;
-    let customers = connect_all(&instance.ws_url(), &tokens).await?;
-    let mut conversations = Conversations::spawn(customers);
-    // One turn each first: the first turn also creates the OpenAI
-    // Conversation, which later turns do not.
-    conversations
-        .run_at(50.0, sizes.conversations, PATIENCE)
         .await?;
 
     let mut table = Table::new(
@@ -132,6 +125,41 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Scenario 2's load, ready to run: a fresh database, the simulator, one
+/// instance, and `n` conversations that have each had their first turn
+/// (which also creates the OpenAI Conversation; later turns do not).
+pub struct Load {
+    pub db: String,
+    pub sim: Sim,
+    pub instance: Instance,
+    pub conversations: Conversations,
+}
+
+impl Load {
+    pub async fn start(bench: &Bench, label: &str, n: usize) -> anyhow::Result<Self> {
+        let db = bench.server.new_database(label).await?;
+        let sim = Sim::start().await?;
+        let instance = Instance::start(&sim.env(&db)).await?;
+        sim.sim.set_webhook_url(&instance.webhook_url);
+        let tokens = create_visitors(&instance.pool, n).await?;
+        let customers = connect_all(&instance.ws_url(), &tokens).await?;
+        let mut conversations = Conversations::spawn(customers);
+        conversations.run_at(50.0, n, PATIENCE).await?;
+        Ok(Self {
+            db,
+            sim,
+            instance,
+            conversations,
+        })
+    }
+
+    pub async fn stop(self, bench: &Bench) {
+        self.conversations.stop().await;
+        self.instance.stop().await;
+        bench.server.drop_database(&self.db).await;
+    }
+}
+
 /// Connects one customer socket per token, 32 at a time.
 pub async fn connect_all(url: &str, tokens: &[String]) -> anyhow::Result<Vec<Customer>> {
     let mut customers = Vec::with_capacity(tokens.len());
@@ -147,7 +175,7 @@ pub async fn connect_all(url: &str, tokens: &[String]) -> anyhow::Result<Vec<Cus
 }
 
 /// One task per conversation, each running a turn when told to.
-struct Conversations {
+pub struct Conversations {
     go: Vec<mpsc::Sender<()>>,
     done: mpsc::Receiver<(usize, anyhow::Result<Duration>)>,
     idle: VecDeque<usize>,
@@ -192,7 +220,7 @@ impl Conversations {
     /// one when none is idle), until `max_turns` were started or `duration`
     /// has passed; then waits for the turns in flight. Returns the
     /// latencies and the seconds from the first start to the last reply.
-    async fn run_at(
+    pub async fn run_at(
         &mut self,
         rate: f64,
         max_turns: usize,
@@ -229,7 +257,7 @@ impl Conversations {
         Ok((samples, started.elapsed().as_secs_f64()))
     }
 
-    async fn stop(self) {
+    pub async fn stop(self) {
         drop(self.go);
         for t in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
