@@ -33,13 +33,18 @@ pub fn init(default_filter: &str) {
         .try_init();
 }
 
-/// Logging as configured.
+/// Logging as configured, to stderr (stdout carries what commands report).
 pub fn init_with(log: &LogConfig) {
     let filter = EnvFilter::try_new(&log.filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = match log.format {
-        LogFormat::Human => fmt().with_env_filter(filter).with_target(false).try_init(),
+        LogFormat::Human => fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_writer(std::io::stderr)
+            .try_init(),
         LogFormat::Json => fmt()
             .json()
+            .with_writer(std::io::stderr)
             .with_env_filter(filter)
             .with_current_span(false)
             .with_span_list(true)

@@ -640,3 +640,91 @@ async fn the_list_filters_by_state_and_searches_text_and_the_feed_replays_after_
         .await;
     assert_eq!(live["seq"], last + 1);
 }
+
+#[tokio::test]
+async fn a_session_id_fixed_before_sign_in_is_replaced_at_sign_in() {
+    let app = spawn_app().await;
+    add_agent(&app, "dana@example.com", "Dana").await;
+    let planted = "attacker-chosen-session-id";
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/agent/login", app.base_url))
+        .header("cookie", format!("helpline_session={planted}"))
+        .json(&json!({ "email": "dana@example.com", "password": PASSWORD }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let id = cookie
+        .trim_start_matches("helpline_session=")
+        .split(';')
+        .next()
+        .unwrap();
+    assert!(!id.is_empty() && id != planted, "{cookie}");
+    // The planted id is worth nothing.
+    let planted_me = reqwest::Client::new()
+        .get(format!("{}/api/agent/me", app.base_url))
+        .header("cookie", format!("helpline_session={planted}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(planted_me.status(), 401);
+}
+
+#[tokio::test]
+async fn passwords_never_reach_the_logs() {
+    // The real binary at its most talkative, its logs in a file.
+    let app = spawn_app().await;
+    add_agent(&app, "dana@example.com", "Dana").await;
+    app.stop();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log_path =
+        std::env::temp_dir().join(format!("helpline-log-{}", uuid::Uuid::new_v4().simple()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut env = app.env(&[("HELPLINE_BIND", format!("127.0.0.1:{port}"))]);
+    env.push(("RUST_LOG", "trace".into()));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_helpline"))
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::piped())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines =
+        tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(child.stdout.take().unwrap()));
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.contains("webhook URL") {
+            break;
+        }
+    }
+    let console = Console {
+        base: format!("http://127.0.0.1:{port}"),
+        ..Console::anonymous(&app)
+    };
+    assert_eq!(
+        console
+            .login("dana@example.com", "wrong-password-WXYZ")
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        console.login("dana@example.com", PASSWORD).await.status(),
+        200
+    );
+    crate::helpers::terminate(&child);
+    child.wait().await.unwrap();
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(logged.contains("agent signed in"), "the log was captured");
+    assert!(!logged.contains(PASSWORD) && !logged.contains("wrong-password-WXYZ"));
+}

@@ -321,10 +321,13 @@ async fn json_logs_carry_the_request_id_of_each_request() {
         .env("HELPLINE_LOG_FORMAT", "json")
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start helpline");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // Logs go to stderr; stdout is the start-up report.
+    let mut log_lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let base_url = tokio::time::timeout(PATIENCE, async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(url) = line.strip_prefix("Helpline is running at ") {
@@ -347,9 +350,9 @@ async fn json_logs_carry_the_request_id_of_each_request() {
     assert_eq!(refused.status(), 400);
 
     let logged = tokio::time::timeout(PATIENCE, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
+        while let Some(line) = log_lines.next_line().await.unwrap() {
             let Ok(event) = serde_json::from_str::<Value>(&line) else {
-                continue; // the start-up report is plain text
+                continue;
             };
             if event["message"] == "webhook rejected" {
                 return event;
