@@ -132,11 +132,6 @@ impl Hub {
         self.listening.store(up, Ordering::SeqCst);
     }
 
-    /// Number of conversations with at least one local socket.
-    pub fn watched(&self) -> usize {
-        self.topics.read().expect("hub lock").len()
-    }
-
     fn resync_all(&self) {
         for sender in self.topics.read().expect("hub lock").values() {
             let _ = sender.send(Delivery::Resync);

@@ -79,7 +79,7 @@ impl<'a> NewMessage<'a> {
     }
 }
 
-pub const MESSAGE_COLUMNS: &str =
+const MESSAGE_COLUMNS: &str =
     "id, conversation_id, seq, agent_seq, role, body, client_id, internal, author_name, event, created_at";
 
 pub async fn create_visitor(pool: &PgPool, token_hash: &[u8]) -> Result<Uuid, sqlx::Error> {
