@@ -90,7 +90,6 @@ pub enum DatabaseSource {
 pub struct Application {
     listener: TcpListener,
     state: AppState,
-    work: Arc<Notify>,
     private_pg: Option<PrivatePostgres>,
     pub addr: SocketAddr,
     pub webhook_url: String,
@@ -177,11 +176,11 @@ impl Application {
             health: Health::default(),
             metrics,
             limits,
+            work: Arc::new(Notify::new()),
         };
         Ok(Self {
             listener,
             state,
-            work: Arc::new(Notify::new()),
             private_pg,
             addr,
             webhook_url,
@@ -214,7 +213,6 @@ impl Application {
         let Self {
             listener,
             state,
-            work,
             private_pg,
             instance_id,
             ..
@@ -225,11 +223,11 @@ impl Application {
         tasks.spawn(hub::listen(
             state.pool.clone(),
             state.hub.clone(),
-            work.clone(),
+            state.work.clone(),
             shutdown.clone(),
             instance_id,
         ));
-        worker::spawn(&state, work);
+        worker::spawn(&state);
         tasks.spawn(retention::run(
             state.pool.clone(),
             state.config.retention.clone(),

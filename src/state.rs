@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use sqlx::PgPool;
+use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -34,4 +35,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Rate limits of the customer side (per instance, in memory).
     pub limits: Arc<Limits>,
+    /// Wakes one of this instance's worker loops (`notify_one`). The
+    /// listener pokes it for every `helpline_work` notification; the webhook
+    /// endpoint pokes it directly (see `webhooks::record`).
+    pub work: Arc<Notify>,
 }

@@ -23,6 +23,21 @@ use sqlx::{
 use crate::config::DatabaseConfig;
 use private_pg::PrivatePostgres;
 
+/// Ends the `RETURNING` list of a *bookkeeping* write: claiming a job,
+/// recording a job's outcome or its next attempt. It sets
+/// `synchronous_commit = off` for that statement's own transaction, so its
+/// commit does not wait for the WAL flush (BENCHMARKS.md: each wait is a
+/// disk flush, and under load they queue behind the webhook inserts).
+///
+/// A crash of PostgreSQL itself (not of Helpline) can lose the last such
+/// commits, never any other: a later ordinary commit flushes them with it.
+/// Losing one only means work is done again, which every job is safe to:
+/// a lost claim is claimed again, a lost "processed" processes the event
+/// again (finishing a turn twice changes nothing), a lost retry time retries
+/// at once. Writes whose loss a customer could see (messages, a turn's
+/// response id, webhook receipts) keep the default, and wait.
+pub(crate) const NO_FLUSH_WAIT: &str = "set_config('synchronous_commit', 'off', true)";
+
 /// The database an instance (or a CLI command) works on.
 pub struct Database {
     pub pool: PgPool,

@@ -7,6 +7,8 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::NO_FLUSH_WAIT;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum TurnStatus {
@@ -90,7 +92,7 @@ pub async fn claim_pending(pool: &PgPool, lease: Duration) -> Result<Option<Turn
              FOR UPDATE SKIP LOCKED
              LIMIT 1
          )
-         RETURNING {TURN_COLUMNS}"
+         RETURNING {TURN_COLUMNS}, {NO_FLUSH_WAIT}"
     ))
     .bind(lease.as_secs_f64())
     .fetch_optional(pool)
@@ -126,11 +128,11 @@ pub async fn retry_later(
     delay: Duration,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query(&format!(
         "UPDATE turns SET claimed_until = NULL, last_error = $3,
              next_attempt_at = now() + make_interval(secs => $2)
-         WHERE id = $1 AND status = 'pending'",
-    )
+         WHERE id = $1 AND status = 'pending' RETURNING {NO_FLUSH_WAIT}"
+    ))
     .bind(turn_id)
     .bind(delay.as_secs_f64())
     .bind(error)
@@ -207,7 +209,7 @@ pub async fn claim_overdue(
              FOR UPDATE SKIP LOCKED
              LIMIT $3
          )
-         RETURNING {TURN_COLUMNS}"
+         RETURNING {TURN_COLUMNS}, {NO_FLUSH_WAIT}"
     ))
     .bind(after.as_secs_f64())
     .bind(interval.as_secs_f64())

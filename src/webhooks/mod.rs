@@ -129,7 +129,7 @@ async fn record(
     // Set by the request-id layer: the worker logs it with the event.
     let request_id = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
 
-    let inserted = inbox::record(
+    let recorded = inbox::record(
         &state.pool,
         &verified.webhook_id,
         event.id.as_deref(),
@@ -139,6 +139,13 @@ async fn record(
         request_id,
     )
     .await?;
+    if recorded == Some(true) {
+        // Committed: one of our workers takes it now. The other instances'
+        // workers find it when they next poll, should this one be too busy
+        // or gone.
+        state.work.notify_one();
+    }
+    let inserted = recorded.is_some();
     tracing::info!(webhook_id = %verified.webhook_id, event_type = %event.kind, duplicate = !inserted, "webhook recorded");
     Ok(Receipt {
         received: true,

@@ -10,7 +10,10 @@ use super::{
 use crate::{
     ai::{AiError, Outcome},
     state::AppState,
-    storage::{inbox, inbox::Event, turns},
+    storage::{
+        inbox::{self, Event, Verdict},
+        turns,
+    },
 };
 
 impl From<TurnError> for ProcessError {
@@ -34,17 +37,35 @@ enum ProcessError {
     NoResponseId,
 }
 
+/// Processes claimed events side by side, then records all their outcomes
+/// in one statement. Their metrics follow, once the outcomes are stored.
+pub(super) async fn process_batch(state: &AppState, events: Vec<Event>) {
+    let started = std::time::Instant::now();
+    let verdicts =
+        futures::future::join_all(events.into_iter().map(|event| process(state, event))).await;
+    if let Err(e) = inbox::settle(&state.pool, &verdicts).await {
+        // The leases run out and other workers retry them.
+        tracing::error!(error = %e, events = verdicts.len(), "could not record the events' outcomes");
+    }
+    let elapsed = started.elapsed();
+    for (_, verdict) in &verdicts {
+        let label = match verdict {
+            Verdict::Processed => "processed",
+            Verdict::RetryIn(..) => "retry",
+            Verdict::Dead(_) => "dead",
+        };
+        state.metrics.event_processed(label, elapsed);
+    }
+}
+
 #[tracing::instrument(skip_all, fields(
     webhook_id = %event.webhook_id,
     event_type = %event.event_type,
     request_id = event.request_id.as_deref().unwrap_or("-"),
 ))]
-pub(super) async fn process(state: &AppState, event: Event) {
-    let started = std::time::Instant::now();
-    let result = handle(state, &event).await;
-    let mut verdict = "processed";
-    let outcome = match result {
-        Ok(()) => inbox::mark_processed(&state.pool, &event.webhook_id).await,
+async fn process(state: &AppState, event: Event) -> (String, Verdict) {
+    let verdict = match handle(state, &event).await {
+        Ok(()) => Verdict::Processed,
         Err(e) => {
             let permanent = match &e {
                 ProcessError::NoResponseId => true,
@@ -64,16 +85,14 @@ pub(super) async fn process(state: &AppState, event: Event) {
                 )
                 .max(retry_after.unwrap_or_default())
             });
-            verdict = if delay.is_some() { "retry" } else { "dead" };
             tracing::warn!(error = %e, attempts = event.attempts, retry_in = ?delay, "event processing failed");
-            inbox::retry_later(&state.pool, &event.webhook_id, delay, &e.to_string()).await
+            match delay {
+                Some(delay) => Verdict::RetryIn(delay, e.to_string()),
+                None => Verdict::Dead(e.to_string()),
+            }
         }
     };
-    if let Err(e) = outcome {
-        // The lease runs out and another worker retries it.
-        tracing::error!(error = %e, "could not record the event's outcome");
-    }
-    state.metrics.event_processed(verdict, started.elapsed());
+    (event.webhook_id, verdict)
 }
 
 async fn handle(state: &AppState, event: &Event) -> Result<(), ProcessError> {

@@ -1,16 +1,16 @@
 //! Background work, shared by every instance through PostgreSQL: recorded
 //! webhook events to process and pending AI turns to start. Jobs are claimed
 //! with `FOR UPDATE SKIP LOCKED` and a lease; workers are woken by
-//! `LISTEN/NOTIFY` and also poll, since notifications can be missed.
+//! `LISTEN/NOTIFY` (or, for a webhook, directly by the instance that
+//! recorded it) and also poll, since notifications can be missed.
 
 mod events;
 mod reconciler;
 mod turns;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use sqlx::PgConnection;
-use tokio::sync::Notify;
 
 use crate::{
     hub,
@@ -19,6 +19,11 @@ use crate::{
 };
 
 pub use turns::finish_turn;
+
+/// Events a worker claims at once and processes side by side: under a
+/// backlog, one claim and one outcome statement serve this many events
+/// (BENCHMARKS.md, scenario 1). Each still fetches its own response.
+const EVENT_BATCH: i64 = 8;
 
 /// How long a claimed job is ours before another worker may take it over
 /// (the owner may have died): longer than any one call to OpenAI can take.
@@ -33,16 +38,17 @@ pub async fn wake(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
 }
 
 /// Starts the configured number of worker loops.
-pub fn spawn(state: &AppState, work: Arc<Notify>) {
+pub fn spawn(state: &AppState) {
     let n = state.config.worker.concurrency.max(1);
     state.health.expect_workers(n);
     for _ in 0..n {
-        state.tasks.spawn(run(state.clone(), work.clone()));
+        state.tasks.spawn(run(state.clone()));
     }
     state.tasks.spawn(reconciler::run(state.clone()));
 }
 
-async fn run(state: AppState, work: Arc<Notify>) {
+async fn run(state: AppState) {
+    let work = state.work.clone();
     let poll = state.config.worker.poll_interval;
     let _alive = state.health.worker_started();
     while !state.shutdown.is_cancelled() {
@@ -67,8 +73,9 @@ async fn run(state: AppState, work: Arc<Notify>) {
 
 /// Claims and runs one job. Returns whether there was one.
 async fn next_job(state: &AppState) -> Result<bool, sqlx::Error> {
-    if let Some(event) = inbox::claim(&state.pool, lease(state)).await? {
-        events::process(state, event).await;
+    let events = inbox::claim(&state.pool, lease(state), EVENT_BATCH).await?;
+    if !events.is_empty() {
+        events::process_batch(state, events).await;
         return Ok(true);
     }
     if let Some(turn) = turn_store::claim_pending(&state.pool, lease(state)).await? {
