@@ -165,7 +165,16 @@ impl Application {
         let ai = ai.with_metrics(metrics.clone());
         let demo_mode = config.openai.is_none();
         let limits = Arc::new(crate::limits::Limits::new(config.limits.clone()));
+        // Recorded webhooks wake this instance's workers (no pg_notify:
+        // see storage::inbox).
+        let work = Arc::new(Notify::new());
+        let receipts = crate::storage::inbox::Recorder::start(
+            pool.clone(),
+            work.clone(),
+            crate::worker::EVENT_BATCH as usize,
+        );
         let state = AppState {
+            receipts,
             pool,
             config: Arc::new(config),
             hub: Hub::default(),
@@ -176,7 +185,7 @@ impl Application {
             health: Health::default(),
             metrics,
             limits,
-            work: Arc::new(Notify::new()),
+            work,
         };
         Ok(Self {
             listener,

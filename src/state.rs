@@ -12,6 +12,7 @@ use crate::{
     hub::Hub,
     limits::Limits,
     observe::{Health, Metrics},
+    storage::inbox,
     webhooks::signature::WebhookSecret,
 };
 
@@ -36,7 +37,10 @@ pub struct AppState {
     /// Rate limits of the customer side (per instance, in memory).
     pub limits: Arc<Limits>,
     /// Wakes one of this instance's worker loops (`notify_one`). The
-    /// listener pokes it for every `helpline_work` notification; the webhook
-    /// endpoint pokes it directly (see `webhooks::record`).
+    /// listener pokes it for every `helpline_work` notification; `receipts`
+    /// pokes it directly after storing new webhook events.
     pub work: Arc<Notify>,
+    /// Stores verified webhook deliveries, several per statement under load
+    /// (`storage::inbox::Recorder`).
+    pub receipts: inbox::Recorder,
 }

@@ -1,9 +1,10 @@
 //! The webhook inbox: every verified delivery, stored once by its
 //! `webhook-id`. Pending rows are the worker's queue.
 
-use std::time::Duration;
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use sqlx::{types::Json, PgPool};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::NO_FLUSH_WAIT;
 
@@ -17,39 +18,147 @@ pub struct Event {
     pub request_id: Option<String>,
 }
 
-/// Stores a delivery. Returns `Some(pending)` for a new webhook-id (whether
-/// it is work for the workers), `None` for a redelivery of one we already
-/// have.
+/// A verified delivery, as it is stored.
+#[derive(Debug, Clone)]
+pub struct Receipt {
+    pub webhook_id: String,
+    pub event_id: Option<String>,
+    pub event_type: String,
+    pub payload: serde_json::Value,
+    /// Whether it is work for the workers (`pending`) or only kept
+    /// (`ignored`: an event type Helpline does not act on).
+    pub handled: bool,
+    /// The x-request-id of the delivery.
+    pub request_id: Option<String>,
+}
+
+/// Stores receipts in one statement and one commit. Returns, for each
+/// receipt in order, `Some(pending)` if it was new (and whether it is work
+/// for the workers), `None` for a redelivery of a webhook-id we already have
+/// (or one earlier in the same batch).
 ///
 /// It does not `pg_notify`: a notifying transaction holds PostgreSQL's one
 /// notification-queue lock from its commit until the commit is flushed, so
 /// notifying deliveries commit one at a time instead of sharing WAL flushes
 /// (BENCHMARKS.md, scenario 1). The endpoint wakes its own instance's
 /// workers instead.
-pub async fn record(
+pub async fn record_all(
     pool: &PgPool,
-    webhook_id: &str,
-    event_id: Option<&str>,
-    event_type: &str,
-    payload: &serde_json::Value,
-    handled: bool,
-    request_id: Option<&str>,
-) -> Result<Option<bool>, sqlx::Error> {
-    let status = if handled { "pending" } else { "ignored" };
-    sqlx::query_scalar(
+    receipts: &[&Receipt],
+) -> Result<Vec<Option<bool>>, sqlx::Error> {
+    // The first of several receipts with one webhook-id is the one stored.
+    let mut first = HashMap::with_capacity(receipts.len());
+    let unique: Vec<&Receipt> = receipts
+        .iter()
+        .copied()
+        .filter(|r| first.insert(r.webhook_id.as_str(), ()).is_none())
+        .collect();
+    let inserted: Vec<(String, bool)> = sqlx::query_as(
         "INSERT INTO webhook_events (webhook_id, event_id, event_type, payload, status, request_id)
-         VALUES ($1, $2, $3, $4, $5, $6)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[])
          ON CONFLICT (webhook_id) DO NOTHING
-         RETURNING status = 'pending'",
+         RETURNING webhook_id, status = 'pending'",
     )
-    .bind(webhook_id)
-    .bind(event_id)
-    .bind(event_type)
-    .bind(Json(payload))
-    .bind(status)
-    .bind(request_id)
-    .fetch_optional(pool)
-    .await
+    .bind(unique.iter().map(|r| r.webhook_id.as_str()).collect::<Vec<_>>())
+    .bind(unique.iter().map(|r| r.event_id.as_deref()).collect::<Vec<_>>())
+    .bind(unique.iter().map(|r| r.event_type.as_str()).collect::<Vec<_>>())
+    .bind(unique.iter().map(|r| Json(&r.payload)).collect::<Vec<_>>())
+    .bind(
+        unique
+            .iter()
+            .map(|r| if r.handled { "pending" } else { "ignored" })
+            .collect::<Vec<_>>(),
+    )
+    .bind(unique.iter().map(|r| r.request_id.as_deref()).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await?;
+    let mut inserted: HashMap<String, bool> = inserted.into_iter().collect();
+    Ok(receipts
+        .iter()
+        // `remove`: a later receipt with the same id is a duplicate.
+        .map(|r| inserted.remove(&r.webhook_id))
+        .collect())
+}
+
+type Reply = oneshot::Sender<Result<Option<bool>, Arc<sqlx::Error>>>;
+
+/// Stores receipts for the webhook endpoint, several concurrent deliveries
+/// per statement (group commit): each delivery waits for the commit of the
+/// statement that holds it, so none is answered before it is stored. A
+/// delivery that finds a writer idle goes alone, at once; deliveries that
+/// arrive while the writers are busy go together in the next statement. Up
+/// to [`WRITERS`] statements are in flight. After a commit that stored new
+/// pending events it wakes one worker per [`crate::worker`] batch of them.
+#[derive(Clone)]
+pub struct Recorder {
+    queue: mpsc::Sender<(Receipt, Reply)>,
+}
+
+/// Statements in flight at once.
+pub const WRITERS: usize = 2;
+/// Receipts per statement at most: with webhook bodies of at most 64 KiB,
+/// a statement carries at most 4 MiB.
+const MAX_BATCH: usize = 64;
+
+impl Recorder {
+    /// Starts the writers. They stop when the last `Recorder` is dropped.
+    /// `work` wakes this instance's workers.
+    pub fn start(pool: PgPool, work: Arc<Notify>, per_wake: usize) -> Self {
+        let (queue, receiver) = mpsc::channel::<(Receipt, Reply)>(1024);
+        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        for _ in 0..WRITERS {
+            let (pool, receiver, work) = (pool.clone(), receiver.clone(), work.clone());
+            tokio::spawn(async move {
+                while let Some(batch) = next_batch(&receiver).await {
+                    let receipts: Vec<&Receipt> = batch.iter().map(|(r, _)| r).collect();
+                    match record_all(&pool, &receipts).await {
+                        Ok(results) => {
+                            let pending = results.iter().filter(|r| **r == Some(true)).count();
+                            for _ in 0..pending.div_ceil(per_wake.max(1)) {
+                                work.notify_one();
+                            }
+                            for ((_, reply), result) in batch.into_iter().zip(results) {
+                                let _ = reply.send(Ok(result));
+                            }
+                        }
+                        Err(e) => {
+                            let e = Arc::new(e);
+                            for (_, reply) in batch {
+                                let _ = reply.send(Err(e.clone()));
+                            }
+                        }
+                    }
+                }
+            });
+        }
+        Self { queue }
+    }
+
+    /// Stores one receipt; see [`record_all`] for what it returns.
+    pub async fn record(&self, receipt: Receipt) -> Result<Option<bool>, Arc<sqlx::Error>> {
+        let (reply, stored) = oneshot::channel();
+        let closed = || Arc::new(sqlx::Error::PoolClosed);
+        self.queue
+            .send((receipt, reply))
+            .await
+            .map_err(|_| closed())?;
+        stored.await.map_err(|_| closed())?
+    }
+}
+
+/// Waits for one receipt, then takes whatever else is already queued.
+async fn next_batch(
+    receiver: &tokio::sync::Mutex<mpsc::Receiver<(Receipt, Reply)>>,
+) -> Option<Vec<(Receipt, Reply)>> {
+    let mut receiver = receiver.lock().await;
+    let mut batch = vec![receiver.recv().await?];
+    while batch.len() < MAX_BATCH {
+        match receiver.try_recv() {
+            Ok(next) => batch.push(next),
+            Err(_) => break,
+        }
+    }
+    Some(batch)
 }
 
 /// Claims up to `limit` due pending events for `lease`, oldest first.

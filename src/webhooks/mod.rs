@@ -4,6 +4,8 @@
 pub mod event;
 pub mod signature;
 
+use std::sync::Arc;
+
 use axum::{
     body::Bytes,
     extract::{rejection::BytesRejection, DefaultBodyLimit, State},
@@ -47,7 +49,7 @@ enum WebhookError {
         error: DecodeError,
     },
     #[error(transparent)]
-    Database(#[from] sqlx::Error),
+    Database(#[from] Arc<sqlx::Error>),
 }
 
 impl WebhookError {
@@ -129,22 +131,17 @@ async fn record(
     // Set by the request-id layer: the worker logs it with the event.
     let request_id = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
 
-    let recorded = inbox::record(
-        &state.pool,
-        &verified.webhook_id,
-        event.id.as_deref(),
-        &event.kind,
-        &event.payload,
-        event.handled,
-        request_id,
-    )
-    .await?;
-    if recorded == Some(true) {
-        // Committed: one of our workers takes it now. The other instances'
-        // workers find it when they next poll, should this one be too busy
-        // or gone.
-        state.work.notify_one();
-    }
+    let recorded = state
+        .receipts
+        .record(inbox::Receipt {
+            webhook_id: verified.webhook_id.clone(),
+            event_id: event.id,
+            event_type: event.kind.clone(),
+            payload: event.payload,
+            handled: event.handled,
+            request_id: request_id.map(str::to_owned),
+        })
+        .await?;
     let inserted = recorded.is_some();
     tracing::info!(webhook_id = %verified.webhook_id, event_type = %event.kind, duplicate = !inserted, "webhook recorded");
     Ok(Receipt {

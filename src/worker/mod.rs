@@ -23,7 +23,7 @@ pub use turns::finish_turn;
 /// Events a worker claims at once and processes side by side: under a
 /// backlog, one claim and one outcome statement serve this many events
 /// (BENCHMARKS.md, scenario 1). Each still fetches its own response.
-const EVENT_BATCH: i64 = 8;
+pub const EVENT_BATCH: i64 = 8;
 
 /// How long a claimed job is ours before another worker may take it over
 /// (the owner may have died): longer than any one call to OpenAI can take.
@@ -71,11 +71,19 @@ async fn run(state: AppState) {
     }
 }
 
-/// Claims and runs one job. Returns whether there was one.
+/// Claims and runs a batch of events or one turn. Returns whether to look
+/// again at once rather than wait for a wake-up.
+///
+/// A short batch of events means the queue was empty when it was claimed:
+/// every event recorded since then has woken a worker (this one, should it
+/// have been the one notified), so the look after it would find nothing.
 async fn next_job(state: &AppState) -> Result<bool, sqlx::Error> {
     let events = inbox::claim(&state.pool, lease(state), EVENT_BATCH).await?;
+    let full = events.len() as i64 == EVENT_BATCH;
     if !events.is_empty() {
         events::process_batch(state, events).await;
+    }
+    if full {
         return Ok(true);
     }
     if let Some(turn) = turn_store::claim_pending(&state.pool, lease(state)).await? {

@@ -106,6 +106,69 @@ async fn a_redelivery_is_answered_200_and_stored_once() {
 }
 
 #[tokio::test]
+async fn concurrent_deliveries_each_get_their_own_answer_and_are_stored_once() {
+    // Deliveries arriving together share a statement (BENCHMARKS.md): each
+    // must still get its own answer, and copies of one id only one insert.
+    let app = spawn_app().await;
+    let mut deliveries = Vec::new();
+    for i in 0..40 {
+        let kind = if i % 4 == 0 {
+            "batch.completed"
+        } else {
+            "response.completed"
+        };
+        deliveries.push((format!("wh_many_{i}"), kind));
+    }
+    for _ in 0..10 {
+        deliveries.push(("wh_many_copy".to_owned(), "response.completed"));
+    }
+    let answers = futures::future::join_all(deliveries.iter().map(|(id, kind)| {
+        let app = &app;
+        async move {
+            let body = TestApp::event_body(kind, &format!("resp_{id}"));
+            let response = app.post_webhook(id, &body).await;
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap();
+            (status, body["duplicate"].as_bool().unwrap())
+        }
+    }))
+    .await;
+
+    assert!(
+        answers.iter().all(|(status, _)| *status == 200),
+        "{answers:?}"
+    );
+    let fresh: Vec<bool> = answers.iter().map(|(_, duplicate)| !duplicate).collect();
+    assert!(fresh[..40].iter().all(|f| *f), "{answers:?}");
+    assert_eq!(fresh[40..].iter().filter(|f| **f).count(), 1, "{answers:?}");
+    let stored: Vec<(String, String)> = sqlx::query_as(
+        "SELECT webhook_id, status FROM webhook_events WHERE webhook_id LIKE 'wh_many_%'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(stored.len(), 41);
+    for (id, status) in stored {
+        let kind = deliveries.iter().find(|(d, _)| *d == id).unwrap().1;
+        let expected = if kind == "batch.completed" {
+            "ignored"
+        } else {
+            // Processed or parked by now, or still waiting: never ignored.
+            "not ignored"
+        };
+        assert_eq!(
+            if status == "ignored" {
+                "ignored"
+            } else {
+                "not ignored"
+            },
+            expected,
+            "{id}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn unknown_event_types_are_accepted_recorded_and_ignored() {
     let app = spawn_app().await;
     let body = TestApp::event_body("batch.completed", "batch_1");
