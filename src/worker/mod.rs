@@ -52,19 +52,17 @@ async fn run(state: AppState) {
     let poll = state.config.worker.poll_interval;
     let _alive = state.health.worker_started();
     while !state.shutdown.is_cancelled() {
-        // Register for wake-ups before looking, so a notification that lands
-        // between an empty look and the wait is not missed.
-        let notified = work.notified();
-        tokio::pin!(notified);
-        notified.as_mut().enable();
-
         match next_job(&state).await {
             Ok(true) => continue,
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "worker could not claim a job"),
         }
+        // Only now is this loop a waiter: a wake-up (`notify_one`) goes to a
+        // loop that is idle, not to one busy with a job. One that lands
+        // while no loop waits is kept as a permit, so a job recorded between
+        // an empty look and this wait is not missed.
         tokio::select! {
-            _ = notified => {}
+            _ = work.notified() => {}
             _ = tokio::time::sleep(poll) => {}
             _ = state.shutdown.cancelled() => {}
         }
