@@ -55,6 +55,9 @@ struct Inner {
     state: Mutex<SimState>,
     /// Ids of responses as they are created, for tests to await.
     created: tokio::sync::broadcast::Sender<String>,
+    /// Ids of background responses as they reach a final status (before
+    /// their webhook is sent), for tests to await.
+    finished: tokio::sync::broadcast::Sender<String>,
     secret: WebhookSecret,
     http: reqwest::Client,
 }
@@ -93,10 +96,12 @@ impl Simulator {
             .build()
             .expect("reqwest client");
         let created = tokio::sync::broadcast::channel(1024).0;
+        let finished = tokio::sync::broadcast::channel(1024).0;
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(state),
                 created,
+                finished,
                 secret,
                 http,
             }),
@@ -155,6 +160,13 @@ impl Simulator {
     /// The ids of responses created from now on, in order.
     pub fn watch_created(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.inner.created.subscribe()
+    }
+
+    /// The ids of responses that reach a final status from now on, in order:
+    /// what a client delivering webhooks itself must wait for, as OpenAI
+    /// only announces a finished response.
+    pub fn watch_finished(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.finished.subscribe()
     }
 
     /// Every request received so far, oldest first.
@@ -227,6 +239,7 @@ impl Simulator {
             }
         };
         if let Some(event_type) = event {
+            let _ = self.inner.finished.send(response_id.to_owned());
             self.send_webhook(event_type, response_id).await;
         }
     }

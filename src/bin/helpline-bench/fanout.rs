@@ -41,6 +41,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     }
 
     let mut created = sim.sim.watch_created();
+    let mut finished = sim.sim.watch_finished();
     let mut to_b = Samples::default();
     let mut to_a = Samples::default();
     // Warm-up: one turn per conversation (it also creates the OpenAI
@@ -51,6 +52,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
         let target = if i % 2 == 0 { &b } else { &a };
         sockets[conv][0].send_message("Where is my order?").await?;
         let response_id = tokio::time::timeout(PATIENCE, created.recv()).await??;
+        // As OpenAI does, announce the response only once it has finished
+        // (an event for a running one is retried a second later).
+        while tokio::time::timeout(PATIENCE, finished.recv()).await?? != response_id {}
         let id = format!("wh_{}", Uuid::new_v4().simple());
         let body = completed_event(&response_id);
         let posted = Instant::now();
