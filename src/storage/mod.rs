@@ -75,11 +75,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
-        // No ping before handing out a connection: a round trip saved on
-        // every statement (sqlx still pings each one it takes back). After a
-        // PostgreSQL restart each stale connection fails one statement, which
-        // is retried like any other failure (docs/operations.md).
-        .test_before_acquire(false)
+        // sqlx pings an idle connection before handing it out, a round trip
+        // per acquire, kept on purpose: without it every stale connection
+        // fails a statement after a PostgreSQL restart, and the restart test
+        // once timed out waiting for a turn (BENCHMARKS.md, "Findings").
         .connect_with(options.application_name("helpline"))
         .await
 }
