@@ -166,87 +166,115 @@ struct Notification<'a> {
     f: Option<&'a RawValue>,
 }
 
-/// Announces a stored item to agents, and to the customer's sockets if it
-/// is public; delivered when the transaction commits.
+/// Notifications a writer sends together, in order, in one statement of
+/// its transaction; PostgreSQL delivers them when it commits. One round trip
+/// however many there are.
+#[derive(Default)]
+pub struct Announcements {
+    channels: Vec<&'static str>,
+    payloads: Vec<String>,
+}
+
+impl Announcements {
+    /// A stored item, to agents, and to the customer's sockets if it is
+    /// public.
+    pub fn message(mut self, message: &Message) -> Self {
+        let c = message.conversation_id;
+        let agent_frame = agent_frames::item(message);
+        let mut agents = format!(
+            r#"{{"c":"{c}","a":true,"seq":{},"f":{agent_frame}}}"#,
+            message.agent_seq
+        );
+        if agents.len() > MAX_INLINE_PAYLOAD {
+            agents = format!(r#"{{"c":"{c}","a":true,"seq":{}}}"#, message.agent_seq);
+        }
+        if let Some(seq) = message.seq {
+            let frame = ServerFrame::from(message).to_json();
+            let mut customers = format!(r#"{{"c":"{c}","seq":{seq},"f":{frame}}}"#);
+            if customers.len() > MAX_INLINE_PAYLOAD {
+                customers = format!(r#"{{"c":"{c}","seq":{seq}}}"#);
+            }
+            self = self.push(FRAMES_CHANNEL, customers);
+        }
+        self.push(FRAMES_CHANNEL, agents)
+    }
+
+    /// The assistant's state, to the conversation's sockets and to agents.
+    pub fn status(self, conversation_id: Uuid, status: AssistantStatus) -> Self {
+        let c = conversation_id;
+        let frame = ServerFrame::Status { assistant: status }.to_json();
+        let agent_frame = agent_frames::status(conversation_id, status);
+        self.push(FRAMES_CHANNEL, format!(r#"{{"c":"{c}","f":{frame}}}"#))
+            .push(
+                FRAMES_CHANNEL,
+                format!(r#"{{"c":"{c}","a":true,"f":{agent_frame}}}"#),
+            )
+    }
+
+    /// An agents-only frame (e.g. a change of state).
+    pub fn to_agents(self, conversation_id: Uuid, frame: &str) -> Self {
+        self.push(
+            FRAMES_CHANNEL,
+            format!(r#"{{"c":"{conversation_id}","a":true,"f":{frame}}}"#),
+        )
+    }
+
+    /// Wakes a worker on every instance: there is a job to claim.
+    pub fn wake_workers(self) -> Self {
+        self.push(WORK_CHANNEL, String::new())
+    }
+
+    fn push(mut self, channel: &'static str, payload: String) -> Self {
+        self.channels.push(channel);
+        self.payloads.push(payload);
+        self
+    }
+
+    pub async fn send(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        // pg_notify is volatile, so it is evaluated after the sort: in order.
+        sqlx::query(
+            "SELECT pg_notify(n.channel, n.payload)
+             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(channel, payload, i)
+             ORDER BY n.i",
+        )
+        .bind(self.channels)
+        .bind(self.payloads)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Announces a stored item (see [`Announcements::message`]).
 pub async fn publish_message(
     conn: &mut PgConnection,
     message: &Message,
 ) -> Result<(), sqlx::Error> {
-    let c = message.conversation_id;
-    let agent_frame = agent_frames::item(message);
-    let mut agents = format!(
-        r#"{{"c":"{c}","a":true,"seq":{},"f":{agent_frame}}}"#,
-        message.agent_seq
-    );
-    if agents.len() > MAX_INLINE_PAYLOAD {
-        agents = format!(r#"{{"c":"{c}","a":true,"seq":{}}}"#, message.agent_seq);
-    }
-    let Some(seq) = message.seq else {
-        return notify(conn, FRAMES_CHANNEL, &agents).await;
-    };
-    let frame = ServerFrame::from(message).to_json();
-    let mut customers = format!(r#"{{"c":"{c}","seq":{seq},"f":{frame}}}"#);
-    if customers.len() > MAX_INLINE_PAYLOAD {
-        customers = format!(r#"{{"c":"{c}","seq":{seq}}}"#);
-    }
-    notify_both(conn, &customers, &agents).await
+    Announcements::default().message(message).send(conn).await
 }
 
-/// Announces the assistant's state to the conversation's sockets and to
-/// agents; delivered when the transaction commits.
+/// Announces the assistant's state (see [`Announcements::status`]).
 pub async fn publish_status(
     conn: &mut PgConnection,
     conversation_id: Uuid,
     status: AssistantStatus,
 ) -> Result<(), sqlx::Error> {
-    let c = conversation_id;
-    let frame = ServerFrame::Status { assistant: status }.to_json();
-    let agent_frame = agent_frames::status(conversation_id, status);
-    let customers = format!(r#"{{"c":"{c}","f":{frame}}}"#);
-    let agents = format!(r#"{{"c":"{c}","a":true,"f":{agent_frame}}}"#);
-    notify_both(conn, &customers, &agents).await
+    Announcements::default()
+        .status(conversation_id, status)
+        .send(conn)
+        .await
 }
 
-/// Announces an agents-only frame (e.g. a change of state).
+/// Announces an agents-only frame (see [`Announcements::to_agents`]).
 pub async fn publish_to_agents(
     conn: &mut PgConnection,
     conversation_id: Uuid,
     frame: &str,
 ) -> Result<(), sqlx::Error> {
-    notify(
-        conn,
-        FRAMES_CHANNEL,
-        &format!(r#"{{"c":"{conversation_id}","a":true,"f":{frame}}}"#),
-    )
-    .await
-}
-
-/// Two notifications in one round trip.
-async fn notify_both(
-    conn: &mut PgConnection,
-    first: &str,
-    second: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2), pg_notify($1, $3)")
-        .bind(FRAMES_CHANNEL)
-        .bind(first)
-        .bind(second)
-        .execute(conn)
-        .await?;
-    Ok(())
-}
-
-pub async fn notify(
-    conn: &mut PgConnection,
-    channel: &str,
-    payload: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(channel)
-        .bind(payload)
-        .execute(conn)
-        .await?;
-    Ok(())
+    Announcements::default()
+        .to_agents(conversation_id, frame)
+        .send(conn)
+        .await
 }
 
 /// The instance's one listener connection: frames go to the hub, work

@@ -34,7 +34,6 @@ use crate::{
         conversations::{self, Message, NewMessage, Role},
         turns,
     },
-    worker,
 };
 use frames::AssistantStatus;
 
@@ -216,11 +215,13 @@ pub async fn receive_customer_message(
             .ok_or(sqlx::Error::RowNotFound)?;
         return Ok(Received::Duplicate(original));
     };
-    hub::publish_message(&mut tx, &message).await?;
+    let mut announce = hub::Announcements::default().message(&message);
     if turns::schedule(&mut tx, conversation_id).await? {
-        hub::publish_status(&mut tx, conversation_id, AssistantStatus::Thinking).await?;
-        worker::wake(&mut tx).await?;
+        announce = announce
+            .status(conversation_id, AssistantStatus::Thinking)
+            .wake_workers();
     }
+    announce.send(&mut tx).await?;
     tx.commit().await?;
     Ok(Received::New(message))
 }

@@ -10,10 +10,7 @@ mod turns;
 
 use std::time::Duration;
 
-use sqlx::PgConnection;
-
 use crate::{
-    hub,
     state::AppState,
     storage::{inbox, turns as turn_store},
 };
@@ -30,11 +27,6 @@ pub const EVENT_BATCH: i64 = 8;
 fn lease(state: &AppState) -> Duration {
     let timeout = state.config.delivery.openai_timeout;
     timeout + timeout.max(Duration::from_secs(5))
-}
-
-/// Tells every instance's workers there is work, when the transaction commits.
-pub async fn wake(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    hub::notify(conn, hub::WORK_CHANNEL, "").await
 }
 
 /// Starts the configured number of worker loops.

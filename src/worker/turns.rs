@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use super::{backoff, wake};
+use super::backoff;
 use crate::{
     ai::{AiError, FetchedResponse, Outcome, Reply},
     chat::frames::AssistantStatus,
@@ -184,12 +184,14 @@ pub async fn finish_turn(
             }
         }
     }
-    if turns::schedule(&mut tx, conversation_id).await? {
-        hub::publish_status(&mut tx, conversation_id, AssistantStatus::Thinking).await?;
-        wake(&mut tx).await?;
+    let announce = if turns::schedule(&mut tx, conversation_id).await? {
+        hub::Announcements::default()
+            .status(conversation_id, AssistantStatus::Thinking)
+            .wake_workers()
     } else {
-        hub::publish_status(&mut tx, conversation_id, AssistantStatus::Idle).await?;
-    }
+        hub::Announcements::default().status(conversation_id, AssistantStatus::Idle)
+    };
+    announce.send(&mut tx).await?;
     tx.commit().await?;
     tracing::info!(%turn_id, status = ?end.status, messages = stored.len(), "AI turn finished");
     crate::observe::turn_finished(state, turn_id, end.status).await;
