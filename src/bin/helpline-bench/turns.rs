@@ -101,7 +101,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     }
     let turns = profiled_turns;
     table.note("Target: p99 < 50 ms at 200 turns/s.");
-    table.note("Statements: every statement this process sent while the turns ran (sqlx's statement log, BEGIN and COMMIT included; the pool's ping of each connection it takes back is not logged), divided by the turns. Workers' idle polls fall in the same window.");
+    table.note("Statements: every statement this process sent while the turns ran (sqlx's statement log, BEGIN and COMMIT included; the pool's pings of a connection, before handing it out and after taking it back, are not logged), divided by the turns. Workers' idle polls fall in the same window.");
     table.print();
 
     let mut profile_table = Table::new(
