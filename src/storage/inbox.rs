@@ -1,7 +1,11 @@
 //! The webhook inbox: every verified delivery, stored once by its
 //! `webhook-id`. Pending rows are the worker's queue.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use sqlx::{types::Json, PgPool};
 use tokio::sync::{mpsc, oneshot, Notify};
@@ -40,18 +44,18 @@ pub struct Receipt {
 /// It does not `pg_notify`: a notifying transaction holds PostgreSQL's one
 /// notification-queue lock from its commit until the commit is flushed, so
 /// notifying deliveries commit one at a time instead of sharing WAL flushes
-/// (BENCHMARKS.md, scenario 1). The endpoint wakes its own instance's
+/// (BENCHMARKS.md, scenario 1). The [`Recorder`] wakes its own instance's
 /// workers instead.
-pub async fn record_all(
+async fn record_all(
     pool: &PgPool,
     receipts: &[&Receipt],
 ) -> Result<Vec<Option<bool>>, sqlx::Error> {
     // The first of several receipts with one webhook-id is the one stored.
-    let mut first = HashMap::with_capacity(receipts.len());
+    let mut seen = HashSet::with_capacity(receipts.len());
     let unique: Vec<&Receipt> = receipts
         .iter()
         .copied()
-        .filter(|r| first.insert(r.webhook_id.as_str(), ()).is_none())
+        .filter(|r| seen.insert(r.webhook_id.as_str()))
         .collect();
     let inserted: Vec<(String, bool)> = sqlx::query_as(
         "INSERT INTO webhook_events (webhook_id, event_id, event_type, payload, status, request_id)
