@@ -189,13 +189,14 @@ pub async fn transition(
     let item = conversations::append(&mut *conn, item)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
-    hub::publish_message(&mut *conn, &item).await?;
-    hub::publish_to_agents(
-        &mut *conn,
-        conversation_id,
-        &agent_frames::state(conversation_id, to.as_str()),
-    )
-    .await?;
+    hub::Announcements::default()
+        .message(&item)
+        .to_agents(
+            conversation_id,
+            &agent_frames::state(conversation_id, to.as_str()),
+        )
+        .send(&mut *conn)
+        .await?;
     Ok((to, item))
 }
 

@@ -253,30 +253,6 @@ pub async fn publish_message(
     Announcements::default().message(message).send(conn).await
 }
 
-/// Announces the assistant's state (see [`Announcements::status`]).
-pub async fn publish_status(
-    conn: &mut PgConnection,
-    conversation_id: Uuid,
-    status: AssistantStatus,
-) -> Result<(), sqlx::Error> {
-    Announcements::default()
-        .status(conversation_id, status)
-        .send(conn)
-        .await
-}
-
-/// Announces an agents-only frame (see [`Announcements::to_agents`]).
-pub async fn publish_to_agents(
-    conn: &mut PgConnection,
-    conversation_id: Uuid,
-    frame: &str,
-) -> Result<(), sqlx::Error> {
-    Announcements::default()
-        .to_agents(conversation_id, frame)
-        .send(conn)
-        .await
-}
-
 /// The instance's one listener connection: frames go to the hub, work
 /// notifications wake the workers. Reconnects forever, until cancelled.
 /// `application_name` of an instance's listener connection.

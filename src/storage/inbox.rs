@@ -138,7 +138,8 @@ impl Recorder {
         Self { queue }
     }
 
-    /// Stores one receipt; see [`record_all`] for what it returns.
+    /// Stores one receipt. Returns `Some(pending)` if it was new (and
+    /// whether it is work for the workers), `None` for a redelivery.
     pub async fn record(&self, receipt: Receipt) -> Result<Option<bool>, Arc<sqlx::Error>> {
         let (reply, stored) = oneshot::channel();
         let closed = || Arc::new(sqlx::Error::PoolClosed);
