@@ -5,7 +5,7 @@
 use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use axum::Router;
+use axum::{serve::ListenerExt, Router};
 use tokio::{net::TcpListener, sync::Notify};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::services::ServeDir;
@@ -253,6 +253,14 @@ impl Application {
         });
         // Peer addresses feed the login throttle.
         let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        // Chat frames are small writes in quick succession (the echo, then
+        // "thinking", then the reply): without TCP_NODELAY, Nagle's algorithm
+        // holds each behind the peer's delayed ACK, up to 40 ms.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, service)
             .with_graceful_shutdown(shutdown.clone().cancelled_owned())
             .await;

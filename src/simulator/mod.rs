@@ -27,6 +27,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::{delete, get, post},
+    serve::ListenerExt,
     Json, Router,
 };
 use serde::{Deserialize, Serialize};
@@ -118,6 +119,11 @@ impl Simulator {
         let addr = listener.local_addr()?;
         let app = self.router();
         tokio::spawn(async move {
+            // Small request/response exchanges, as OpenAI's own front end
+            // serves them: no Nagle delay.
+            let listener = listener.tap_io(|tcp| {
+                let _ = tcp.set_nodelay(true);
+            });
             let served = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await;

@@ -231,8 +231,7 @@ impl Consoles {
                 .headers_mut()
                 .insert("cookie", HeaderValue::from_str(&session.cookie)?);
             let config = WebSocketConfig::default().read_buffer_size(4096);
-            let connect =
-                tokio_tungstenite::connect_async_with_config(request, Some(config), false);
+            let connect = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
             let (mut ws, _) = tokio::time::timeout(PATIENCE, connect)
                 .await
                 .context("agent socket connect timed out")??;

@@ -410,7 +410,8 @@ impl Customer {
         // tungstenite zero-fills its whole read buffer (128 KiB by
         // default) on the first read: keep the client's small.
         let config = WebSocketConfig::default().read_buffer_size(4096);
-        let connect = tokio_tungstenite::connect_async_with_config(ws_url, Some(config), false);
+        // `true`: no Nagle delay, as browsers open their sockets.
+        let connect = tokio_tungstenite::connect_async_with_config(ws_url, Some(config), true);
         let (ws, _) = tokio::time::timeout(PATIENCE, connect)
             .await
             .context("socket connect timed out")??;
