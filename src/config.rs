@@ -486,6 +486,21 @@ impl Config {
                 3_600_000,
             )),
         };
+        // A busy worker and each receipt writer keep a connection of their
+        // own (`storage::Kept`); requests and finishing turns share the rest.
+        let kept = worker.concurrency + crate::storage::inbox::WRITERS;
+        if kept + 2 > database.max_connections as usize {
+            r.problem(
+                "HELPLINE_WORKERS",
+                format!(
+                    "is {} but HELPLINE_DB_MAX_CONNECTIONS is {}: workers and the {} webhook writers keep a connection each, so the pool needs at least {} (raise it, or lower the workers)",
+                    worker.concurrency,
+                    database.max_connections,
+                    crate::storage::inbox::WRITERS,
+                    kept + 2
+                ),
+            );
+        }
 
         let defaults = RetentionConfig::default();
         let min = MIN_EVENT_RETENTION_HOURS;
@@ -827,6 +842,26 @@ mod tests {
             assert!(joined.contains(expected), "missing {expected:?} in\n{joined}");
         }
         assert!(!joined.contains("hunter2"), "{joined}");
+    }
+
+    #[test]
+    fn the_pool_must_leave_room_beside_the_kept_connections() {
+        let problems = problems_for(&[
+            ("HELPLINE_WORKERS", "20"),
+            ("HELPLINE_DB_MAX_CONNECTIONS", "20"),
+        ]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "HELPLINE_WORKERS (worker.concurrency) is 20 but HELPLINE_DB_MAX_CONNECTIONS is 20"
+            ) && problems[0].contains("needs at least 24"),
+            "{problems:?}"
+        );
+        let fits = config(&[
+            ("HELPLINE_WORKERS", "20"),
+            ("HELPLINE_DB_MAX_CONNECTIONS", "24"),
+        ]);
+        assert!(fits.is_ok(), "{:?}", fits.err());
     }
 
     #[test]

@@ -129,8 +129,8 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// Records a finished turn's latency: from the first customer message it
-/// answers to now (just after its reply was committed).
-pub async fn turn_finished(state: &AppState, turn_id: uuid::Uuid, status: TurnStatus) {
+/// answers to just after its reply was committed (`waited`).
+pub fn turn_finished(state: &AppState, status: TurnStatus, waited: Option<Duration>) {
     let label = match status {
         TurnStatus::Completed => "completed",
         TurnStatus::Failed => "failed",
@@ -138,12 +138,7 @@ pub async fn turn_finished(state: &AppState, turn_id: uuid::Uuid, status: TurnSt
         TurnStatus::Incomplete => "incomplete",
         TurnStatus::Pending | TurnStatus::InFlight => return,
     };
-    let waited = ops::turn_wait(&state.pool, turn_id).await;
-    match waited {
-        Ok(Some(secs)) if secs >= 0.0 => state
-            .metrics
-            .turn_finished(label, Duration::from_secs_f64(secs)),
-        Ok(_) => {}
-        Err(e) => tracing::debug!(error = %e, "turn latency not recorded"),
+    if let Some(waited) = waited {
+        state.metrics.turn_finished(label, waited);
     }
 }

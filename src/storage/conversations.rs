@@ -302,35 +302,6 @@ pub async fn items_after(
     .await
 }
 
-/// Customer messages with seq in `first..=last`, the input of one AI turn.
-pub async fn customer_texts(
-    pool: &PgPool,
-    conversation_id: Uuid,
-    first: i64,
-    last: i64,
-) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT body FROM messages
-         WHERE conversation_id = $1 AND role = 'customer' AND seq BETWEEN $2 AND $3
-         ORDER BY seq",
-    )
-    .bind(conversation_id)
-    .bind(first)
-    .bind(last)
-    .fetch_all(pool)
-    .await
-}
-
-pub async fn openai_conversation_id(
-    pool: &PgPool,
-    conversation_id: Uuid,
-) -> Result<Option<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT openai_conversation_id FROM conversations WHERE id = $1")
-        .bind(conversation_id)
-        .fetch_one(pool)
-        .await
-}
-
 /// Records the OpenAI Conversation unless one is recorded already; returns
 /// the one that counts.
 pub async fn set_openai_conversation_id(

@@ -7,10 +7,10 @@ use std::{
     time::Duration,
 };
 
-use sqlx::{types::Json, PgPool};
+use sqlx::{types::Json, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::NO_FLUSH_WAIT;
+use super::{on_kept, Kept, NO_FLUSH_WAIT};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Event {
@@ -47,7 +47,7 @@ pub struct Receipt {
 /// (BENCHMARKS.md, scenario 1). The [`Recorder`] wakes its own instance's
 /// workers instead.
 async fn record_all(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     receipts: &[&Receipt],
 ) -> Result<Vec<Option<bool>>, sqlx::Error> {
     // The first of several receipts with one webhook-id is the one stored.
@@ -74,7 +74,7 @@ async fn record_all(
             .collect::<Vec<_>>(),
     )
     .bind(unique.iter().map(|r| r.request_id.as_deref()).collect::<Vec<_>>())
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await?;
     let mut inserted: HashMap<String, bool> = inserted.into_iter().collect();
     Ok(receipts
@@ -82,6 +82,17 @@ async fn record_all(
         // `remove`: a later receipt with the same id is a duplicate.
         .map(|r| inserted.remove(&r.webhook_id))
         .collect())
+}
+
+/// [`record_all`] on the writer's kept connection. Safe to run twice (see
+/// [`on_kept`]): had the first run committed before its connection was
+/// lost, the second finds the receipts stored and answers `duplicate`
+/// (their workers are then woken by the poll, not by us).
+async fn record_kept(
+    kept: &mut Kept,
+    receipts: &[&Receipt],
+) -> Result<Vec<Option<bool>>, sqlx::Error> {
+    on_kept!(kept, |conn| record_all(conn, receipts))
 }
 
 type Reply = oneshot::Sender<Result<Option<bool>, Arc<sqlx::Error>>>;
@@ -113,9 +124,18 @@ impl Recorder {
         for _ in 0..WRITERS {
             let (pool, receiver, work) = (pool.clone(), receiver.clone(), work.clone());
             tokio::spawn(async move {
-                while let Some(batch) = next_batch(&receiver).await {
+                let mut conn = Kept::new(pool.clone());
+                loop {
+                    let batch = tokio::select! {
+                        batch = next_batch(&receiver) => batch,
+                        _ = pool.close_event() => None,
+                    };
+                    let Some(batch) = batch else {
+                        conn.release();
+                        break;
+                    };
                     let receipts: Vec<&Receipt> = batch.iter().map(|(r, _)| r).collect();
-                    match record_all(&pool, &receipts).await {
+                    match record_kept(&mut conn, &receipts).await {
                         Ok(results) => {
                             let pending = results.iter().filter(|r| **r == Some(true)).count();
                             for _ in 0..pending.div_ceil(per_wake.max(1)) {
@@ -167,7 +187,19 @@ async fn next_batch(
 }
 
 /// Claims up to `limit` due pending events for `lease`, oldest first.
-pub async fn claim(pool: &PgPool, lease: Duration, limit: i64) -> Result<Vec<Event>, sqlx::Error> {
+pub async fn claim(
+    kept: &mut Kept,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Event>, sqlx::Error> {
+    on_kept!(kept, |conn| claim_on(conn, lease, limit))
+}
+
+async fn claim_on(
+    conn: &mut PgConnection,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Event>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE webhook_events SET locked_until = now() + make_interval(secs => $1), attempts = attempts + 1
          WHERE webhook_id IN (
@@ -182,7 +214,7 @@ pub async fn claim(pool: &PgPool, lease: Duration, limit: i64) -> Result<Vec<Eve
     ))
     .bind(lease.as_secs_f64())
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(conn)
     .await
 }
 
@@ -198,7 +230,14 @@ pub enum Verdict {
 
 /// Records the outcomes of claimed events, all in one statement, and
 /// releases their leases.
-pub async fn settle(pool: &PgPool, outcomes: &[(String, Verdict)]) -> Result<(), sqlx::Error> {
+pub async fn settle(kept: &mut Kept, outcomes: &[(String, Verdict)]) -> Result<(), sqlx::Error> {
+    on_kept!(kept, |conn| settle_on(conn, outcomes))
+}
+
+async fn settle_on(
+    conn: &mut PgConnection,
+    outcomes: &[(String, Verdict)],
+) -> Result<(), sqlx::Error> {
     let mut ids = Vec::with_capacity(outcomes.len());
     let mut statuses = Vec::with_capacity(outcomes.len());
     let mut delays = Vec::with_capacity(outcomes.len());
@@ -232,7 +271,7 @@ pub async fn settle(pool: &PgPool, outcomes: &[(String, Verdict)]) -> Result<(),
     .bind(statuses)
     .bind(delays)
     .bind(errors)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }

@@ -16,8 +16,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use sqlx::{
+    pool::PoolConnection,
     postgres::{PgConnectOptions, PgPoolOptions},
-    PgPool,
+    PgConnection, PgPool, Postgres,
 };
 
 use crate::config::DatabaseConfig;
@@ -81,6 +82,90 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         // once timed out waiting for a turn (BENCHMARKS.md, "Findings").
         .connect_with(options.application_name("helpline"))
         .await
+}
+
+/// A pooled connection kept from one statement to the next by a task that
+/// runs many in a row (a receipt writer). sqlx pings a connection when the
+/// pool hands it out and again when it comes back: two round trips per
+/// statement that a kept connection does not pay (BENCHMARKS.md).
+///
+/// A statement that fails because the kept connection is gone (PostgreSQL
+/// restarted, say) runs once more on a fresh one, which the pool has just
+/// checked. Only statements that are safe to run twice belong here.
+pub struct Kept {
+    pool: PgPool,
+    conn: Option<PoolConnection<Postgres>>,
+    /// Whether `conn` served an earlier statement (and may have gone stale
+    /// since), rather than coming fresh from the pool.
+    reused: bool,
+}
+
+impl Kept {
+    pub fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            conn: None,
+            reused: false,
+        }
+    }
+
+    /// The kept connection, or one from the pool.
+    pub async fn acquire(&mut self) -> Result<&mut PgConnection, sqlx::Error> {
+        self.reused = self.conn.is_some();
+        if self.conn.is_none() {
+            self.conn = Some(self.pool.acquire().await?);
+        }
+        Ok(self.conn.as_mut().expect("set above"))
+    }
+
+    /// Call when a statement on the connection failed. The connection goes
+    /// back to the pool, which tests it and closes it if it is broken. Says
+    /// whether to run the statement once more: only when a kept connection
+    /// turned out to be gone.
+    pub fn failed(&mut self, e: &sqlx::Error) -> bool {
+        self.conn = None;
+        self.reused && is_connection_lost(e)
+    }
+
+    /// Gives the connection back, so that closing the pool need not wait.
+    pub fn release(&mut self) {
+        self.conn = None;
+    }
+}
+
+/// Runs a statement on a [`Kept`] connection, and once more on a fresh one
+/// if the kept one turns out to be gone: `on_kept!(kept, |conn| query(conn))`
+/// where `query(conn)` is a future of `Result<_, sqlx::Error>`.
+macro_rules! on_kept {
+    ($kept:expr, |$conn:ident| $statement:expr) => {{
+        let kept: &mut $crate::storage::Kept = $kept;
+        loop {
+            let $conn = kept.acquire().await?;
+            match $statement.await {
+                Ok(done) => break Ok(done),
+                Err(e) => {
+                    if !kept.failed(&e) {
+                        break Err(e);
+                    }
+                    tracing::debug!(error = %e, "kept connection lost; once more on a fresh one");
+                }
+            }
+        }
+    }};
+}
+pub(crate) use on_kept;
+
+/// Whether a statement failed because its connection is gone rather than
+/// because of what it asked.
+fn is_connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        // Class 08: connection exception; 57P: the server is shutting down.
+        sqlx::Error::Database(e) => e
+            .code()
+            .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")),
+        _ => false,
+    }
 }
 
 /// Applies this version's pending migrations. Migrations applied by a newer

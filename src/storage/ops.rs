@@ -90,18 +90,6 @@ pub async fn samples(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::
     Ok(rows)
 }
 
-/// Seconds since the first customer message a turn answers.
-pub async fn turn_wait(pool: &PgPool, turn_id: Uuid) -> Result<Option<f64>, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT EXTRACT(EPOCH FROM clock_timestamp() - m.created_at)::float8
-         FROM turns t JOIN messages m ON m.conversation_id = t.conversation_id AND m.seq = t.first_seq
-         WHERE t.id = $1",
-    )
-    .bind(turn_id)
-    .fetch_optional(pool)
-    .await
-}
-
 /// Rows deleted per statement, so a large purge never holds long locks.
 const BATCH: i64 = 5000;
 

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::NO_FLUSH_WAIT;
+use super::{on_kept, Kept, NO_FLUSH_WAIT};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
@@ -80,8 +80,30 @@ pub async fn has_active(pool: &PgPool, conversation_id: Uuid) -> Result<bool, sq
     .await
 }
 
-/// Claims one due pending turn for `lease`; no other worker sees it meanwhile.
-pub async fn claim_pending(pool: &PgPool, lease: Duration) -> Result<Option<Turn>, sqlx::Error> {
+/// A claimed turn, with what starting it needs.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Claimed {
+    #[sqlx(flatten)]
+    pub turn: Turn,
+    /// The OpenAI Conversation, once one has been created.
+    pub openai_conversation_id: Option<String>,
+    /// The customer messages the turn answers, oldest first.
+    pub inputs: Vec<String>,
+}
+
+/// Claims one due pending turn for `lease`; no other worker sees it
+/// meanwhile. The same statement reads its OpenAI Conversation and inputs.
+pub async fn claim_pending(
+    kept: &mut Kept,
+    lease: Duration,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    on_kept!(kept, |conn| claim_pending_on(conn, lease))
+}
+
+async fn claim_pending_on(
+    conn: &mut PgConnection,
+    lease: Duration,
+) -> Result<Option<Claimed>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE turns SET claimed_until = now() + make_interval(secs => $1), attempts = attempts + 1
          WHERE id = (
@@ -92,10 +114,17 @@ pub async fn claim_pending(pool: &PgPool, lease: Duration) -> Result<Option<Turn
              FOR UPDATE SKIP LOCKED
              LIMIT 1
          )
-         RETURNING {TURN_COLUMNS}, {NO_FLUSH_WAIT}"
+         RETURNING {TURN_COLUMNS},
+             (SELECT openai_conversation_id FROM conversations c WHERE c.id = turns.conversation_id)
+                 AS openai_conversation_id,
+             ARRAY(SELECT body FROM messages m
+                   WHERE m.conversation_id = turns.conversation_id AND m.role = 'customer'
+                     AND m.seq BETWEEN turns.first_seq AND turns.last_seq
+                   ORDER BY m.seq) AS inputs,
+             {NO_FLUSH_WAIT}"
     ))
     .bind(lease.as_secs_f64())
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await
 }
 
@@ -160,35 +189,31 @@ pub async fn find_by_response(
     .await
 }
 
-/// Reads the turn under its row lock, inside the finishing transaction.
-pub async fn lock(conn: &mut PgConnection, turn_id: Uuid) -> Result<Turn, sqlx::Error> {
-    sqlx::query_as(&format!(
-        "SELECT {TURN_COLUMNS} FROM turns WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(turn_id)
-    .fetch_one(conn)
-    .await
-}
-
+/// Ends the turn, unless it has ended already (or does not exist): then
+/// `None`. Takes the turn's row lock, so call it with the conversation
+/// locked. Returns how long the customer has waited so far: seconds since
+/// the first message the turn answers.
 pub async fn finish(
     conn: &mut PgConnection,
     turn_id: Uuid,
     status: TurnStatus,
     response_id: Option<&str>,
     error: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
+) -> Result<Option<Option<f64>>, sqlx::Error> {
+    sqlx::query_scalar(
         "UPDATE turns SET status = $2, response_id = COALESCE(response_id, $3), last_error = $4,
              finished_at = now(), claimed_until = NULL
-         WHERE id = $1",
+         WHERE id = $1 AND status IN ('pending', 'in_flight')
+         RETURNING (SELECT EXTRACT(EPOCH FROM clock_timestamp() - m.created_at)::float8
+                    FROM messages m
+                    WHERE m.conversation_id = turns.conversation_id AND m.seq = turns.first_seq)",
     )
     .bind(turn_id)
     .bind(status)
     .bind(response_id)
     .bind(error)
-    .execute(conn)
-    .await?;
-    Ok(())
+    .fetch_optional(conn)
+    .await
 }
 
 /// Claims up to `limit` turns in flight for longer than `after` whose

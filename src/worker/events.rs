@@ -12,7 +12,7 @@ use crate::{
     state::AppState,
     storage::{
         inbox::{self, Event, Verdict},
-        turns,
+        turns, Kept,
     },
 };
 
@@ -39,11 +39,11 @@ enum ProcessError {
 
 /// Processes claimed events side by side, then records all their outcomes
 /// in one statement. Their metrics follow, once the outcomes are stored.
-pub(super) async fn process_batch(state: &AppState, events: Vec<Event>) {
+pub(super) async fn process_batch(state: &AppState, conn: &mut Kept, events: Vec<Event>) {
     let started = std::time::Instant::now();
     let verdicts =
         futures::future::join_all(events.into_iter().map(|event| process(state, event))).await;
-    if let Err(e) = inbox::settle(&state.pool, &verdicts).await {
+    if let Err(e) = inbox::settle(conn, &verdicts).await {
         // The leases run out and other workers retry them.
         tracing::error!(error = %e, events = verdicts.len(), "could not record the events' outcomes");
     }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::{
     state::AppState,
-    storage::{inbox, turns as turn_store},
+    storage::{inbox, turns as turn_store, Kept},
 };
 
 pub use turns::finish_turn;
@@ -43,12 +43,16 @@ async fn run(state: AppState) {
     let work = state.work.clone();
     let poll = state.config.worker.poll_interval;
     let _alive = state.health.worker_started();
+    // Claims and outcomes go through a connection kept while the loop is
+    // busy (no pool pings per statement), given back when it goes idle.
+    let mut conn = Kept::new(state.pool.clone());
     while !state.shutdown.is_cancelled() {
-        match next_job(&state).await {
+        match next_job(&state, &mut conn).await {
             Ok(true) => continue,
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "worker could not claim a job"),
         }
+        conn.release();
         // Only now is this loop a waiter: a wake-up (`notify_one`) goes to a
         // loop that is idle, not to one busy with a job. One that lands
         // while no loop waits is kept as a permit, so a job recorded between
@@ -67,17 +71,17 @@ async fn run(state: AppState) {
 /// A short batch of events means the queue was empty when it was claimed:
 /// every event recorded since then has woken a worker (this one, should it
 /// have been the one notified), so the look after it would find nothing.
-async fn next_job(state: &AppState) -> Result<bool, sqlx::Error> {
-    let events = inbox::claim(&state.pool, lease(state), EVENT_BATCH).await?;
+async fn next_job(state: &AppState, conn: &mut Kept) -> Result<bool, sqlx::Error> {
+    let events = inbox::claim(conn, lease(state), EVENT_BATCH).await?;
     let full = events.len() as i64 == EVENT_BATCH;
     if !events.is_empty() {
-        events::process_batch(state, events).await;
+        events::process_batch(state, conn, events).await;
     }
     if full {
         return Ok(true);
     }
-    if let Some(turn) = turn_store::claim_pending(&state.pool, lease(state)).await? {
-        turns::start(state, turn).await;
+    if let Some(claimed) = turn_store::claim_pending(conn, lease(state)).await? {
+        turns::start(state, claimed).await;
         return Ok(true);
     }
     Ok(false)

@@ -1,7 +1,7 @@
 //! Starting an AI turn (one background Response) and finishing it, once,
 //! whichever way it ends.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -15,7 +15,7 @@ use crate::{
     state::AppState,
     storage::{
         conversations::{self, Message, NewMessage, Role},
-        turns::{self, Turn, TurnStatus},
+        turns::{self, Claimed, TurnStatus},
     },
 };
 
@@ -71,11 +71,12 @@ impl<'a> TurnEnd<'a> {
 /// pass are retried with backoff and jitter (at least as long as a
 /// `Retry-After` asks) until the start budget is spent; then the customer is
 /// told a person will take over.
-#[tracing::instrument(skip_all, fields(turn_id = %turn.id, conversation_id = %turn.conversation_id))]
-pub(super) async fn start(state: &AppState, turn: Turn) {
-    let Err(e) = try_start(state, &turn).await else {
+#[tracing::instrument(skip_all, fields(turn_id = %claimed.turn.id, conversation_id = %claimed.turn.conversation_id))]
+pub(super) async fn start(state: &AppState, claimed: Claimed) {
+    let Err(e) = try_start(state, &claimed).await else {
         return;
     };
+    let turn = claimed.turn;
     let budget = state.config.delivery.turn_start_budget;
     let elapsed = (chrono::Utc::now() - turn.created_at)
         .to_std()
@@ -100,23 +101,25 @@ pub(super) async fn start(state: &AppState, turn: Turn) {
     }
 }
 
-async fn try_start(state: &AppState, turn: &Turn) -> Result<(), TurnError> {
+async fn try_start(state: &AppState, claimed: &Claimed) -> Result<(), TurnError> {
+    let turn = &claimed.turn;
     let conversation_id = turn.conversation_id;
-    let openai_conversation =
-        match conversations::openai_conversation_id(&state.pool, conversation_id).await? {
-            Some(id) => id,
-            None => {
-                let created = state.ai.create_conversation(conversation_id).await?;
-                conversations::set_openai_conversation_id(&state.pool, conversation_id, &created)
-                    .await?
-            }
-        };
-    let inputs =
-        conversations::customer_texts(&state.pool, conversation_id, turn.first_seq, turn.last_seq)
-            .await?;
+    let openai_conversation = match &claimed.openai_conversation_id {
+        Some(id) => id.clone(),
+        None => {
+            let created = state.ai.create_conversation(conversation_id).await?;
+            conversations::set_openai_conversation_id(&state.pool, conversation_id, &created)
+                .await?
+        }
+    };
     let response_id = state
         .ai
-        .start_response(&openai_conversation, &inputs, conversation_id, turn.id)
+        .start_response(
+            &openai_conversation,
+            &claimed.inputs,
+            conversation_id,
+            turn.id,
+        )
         .await?;
     turns::mark_in_flight(&state.pool, turn.id, &response_id).await?;
     tracing::info!(response_id, "AI turn started");
@@ -125,28 +128,27 @@ async fn try_start(state: &AppState, turn: &Turn) -> Result<(), TurnError> {
 
 /// Ends a turn exactly once: stores the replies (or a notice to the
 /// customer), announces them, and starts the next turn if customer messages
-/// have been waiting. A turn that has already ended is left alone. If a
-/// person took the conversation over meanwhile, the AI's output is kept as
-/// an internal item and the customer sees nothing of it.
+/// have been waiting. A turn that has already ended is left alone (its
+/// transaction is rolled back). If a person took the conversation over
+/// meanwhile, the AI's output is kept as an internal item and the customer
+/// sees nothing of it.
 pub async fn finish_turn(
     state: &AppState,
     turn_id: Uuid,
     end: TurnEnd<'_>,
 ) -> Result<(), sqlx::Error> {
-    let Some(turn) = turns::find(&state.pool, turn_id).await? else {
-        return Ok(());
-    };
-    if turn.status.is_finished() {
-        return Ok(());
-    }
-    let conversation_id = turn.conversation_id;
     let mut tx = state.pool.begin().await?;
     // Conversation first, then turn: the lock order every writer follows.
-    let who_speaks = conversation::lock_state(&mut tx, conversation_id).await?;
-    if turns::lock(&mut tx, turn_id).await?.status.is_finished() {
+    let Some((conversation_id, who_speaks)) = conversation::lock_for_turn(&mut tx, turn_id).await?
+    else {
         return Ok(());
-    }
-    turns::finish(&mut tx, turn_id, end.status, end.response_id, end.problem).await?;
+    };
+    let Some(waited) =
+        turns::finish(&mut tx, turn_id, end.status, end.response_id, end.problem).await?
+    else {
+        return Ok(());
+    };
+    let ended = Instant::now();
 
     let mut stored = Vec::new();
     for reply in end.replies {
@@ -194,7 +196,8 @@ pub async fn finish_turn(
     announce.send(&mut tx).await?;
     tx.commit().await?;
     tracing::info!(%turn_id, status = ?end.status, messages = stored.len(), "AI turn finished");
-    crate::observe::turn_finished(state, turn_id, end.status).await;
+    let waited = waited.map(|secs| Duration::from_secs_f64(secs.max(0.0)) + ended.elapsed());
+    crate::observe::turn_finished(state, end.status, waited);
     if handed_over {
         state.metrics.handoff();
     }
