@@ -1,5 +1,6 @@
-//! Processes that die: `kill -9` after a webhook was acknowledged, and a
-//! chaos run with faults everywhere and an instance killed midway.
+//! Processes that die: `kill -9` after a webhook was acknowledged, a chaos
+//! run with faults everywhere and an instance killed midway, and PostgreSQL
+//! restarting under Helpline.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -317,6 +318,52 @@ async fn a_postgresql_restart_under_traffic_loses_nothing_and_needs_no_helpline_
         .count();
     let turns = app.count("SELECT count(*) FROM turns").await;
     assert_eq!(answers as i64, turns, "one answer per turn");
+
+    drop(app);
+    let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn webhooks_just_after_a_postgresql_restart_are_stored_at_once() {
+    // The receipt writers keep their connection from one delivery to the
+    // next. A restart leaves them holding dead connections: the deliveries
+    // that find them must still be stored and answered 200, not 503.
+    let dir = std::env::temp_dir().join(format!("helpline-restart-pg-{}", Uuid::new_v4().simple()));
+    let pg = tokio::task::spawn_blocking({
+        let dir = dir.clone();
+        move || helpline::storage::private_pg::PrivatePostgres::ensure_running(&dir).unwrap()
+    })
+    .await
+    .unwrap();
+    let app = crate::helpers::spawn_app_on(&pg.url("postgres"), TestOptions::default()).await;
+    // An event type Helpline only keeps, so that no worker is involved.
+    let deliver = |id: &'static str| {
+        let body = crate::helpers::TestApp::event_body("batch.completed", &format!("resp_{id}"));
+        let app = &app;
+        async move { app.post_webhook(id, &body).await }
+    };
+    // One after the other, so that each writer takes its turn and keeps a
+    // connection.
+    for id in ["wh_before_1", "wh_before_2", "wh_before_3"] {
+        assert_eq!(deliver(id).await.status(), 200);
+    }
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.restart().expect("restart");
+        pg
+    })
+    .await
+    .unwrap();
+
+    for id in ["wh_after_1", "wh_after_2", "wh_after_3"] {
+        let answer = deliver(id).await;
+        let status = answer.status();
+        let body = answer.text().await.unwrap();
+        assert_eq!(status, 200, "{id}: {body}");
+        assert!(body.contains(r#""duplicate":false"#), "{id}: {body}");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 6);
 
     drop(app);
     let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
