@@ -271,6 +271,14 @@ async fn settle_on(
     .bind(statuses)
     .bind(delays)
     .bind(errors)
+    // Planned afresh each time, never from a cached generic plan: that plan
+    // is made for an array of unknown length against the table as it was
+    // when the connection first ran this statement, and while the table is
+    // small it is a hash join over a sequential scan, which it then stays
+    // while the table grows (until autovacuum's next ANALYZE invalidates
+    // it). In scenario 1 that was 1.6 ms and 579 buffers per statement
+    // instead of a few index lookups (BENCHMARKS.md).
+    .persistent(false)
     .execute(conn)
     .await?;
     Ok(())
