@@ -7,6 +7,7 @@ use std::{
     time::Duration,
 };
 
+use chrono::{DateTime, Utc};
 use sqlx::{types::Json, PgConnection, PgPool};
 use tokio::sync::{mpsc, oneshot, Notify};
 
@@ -20,6 +21,8 @@ pub struct Event {
     pub attempts: i32,
     /// The x-request-id of the delivery that recorded it.
     pub request_id: Option<String>,
+    /// When it fell due: claims take the oldest first.
+    pub next_attempt_at: DateTime<Utc>,
 }
 
 /// A verified delivery, as it is stored.
@@ -186,34 +189,41 @@ async fn next_batch(
     Some(batch)
 }
 
-/// Claims up to `limit` due pending events for `lease`, oldest first.
+/// Claims up to `limit` due pending events for `lease`, oldest first; only
+/// among those due at or after `from`, when given (`worker`'s `Floor`
+/// explains why and when that is safe).
 pub async fn claim(
     kept: &mut Kept,
     lease: Duration,
     limit: i64,
+    from: Option<DateTime<Utc>>,
 ) -> Result<Vec<Event>, sqlx::Error> {
-    on_kept!(kept, |conn| claim_on(conn, lease, limit))
+    on_kept!(kept, |conn| claim_on(conn, lease, limit, from))
 }
 
 async fn claim_on(
     conn: &mut PgConnection,
     lease: Duration,
     limit: i64,
+    from: Option<DateTime<Utc>>,
 ) -> Result<Vec<Event>, sqlx::Error> {
     sqlx::query_as(&format!(
         "UPDATE webhook_events SET locked_until = now() + make_interval(secs => $1), attempts = attempts + 1
          WHERE webhook_id IN (
              SELECT webhook_id FROM webhook_events
              WHERE status = 'pending' AND next_attempt_at <= now()
+               AND next_attempt_at >= COALESCE($3, '-infinity'::timestamptz)
                AND (locked_until IS NULL OR locked_until < now())
              ORDER BY next_attempt_at
              FOR UPDATE SKIP LOCKED
              LIMIT $2
          )
-         RETURNING webhook_id, event_type, payload, attempts, request_id, {NO_FLUSH_WAIT}"
+         RETURNING webhook_id, event_type, payload, attempts, request_id, next_attempt_at,
+             {NO_FLUSH_WAIT}"
     ))
     .bind(lease.as_secs_f64())
     .bind(limit)
+    .bind(from)
     .fetch_all(conn)
     .await
 }

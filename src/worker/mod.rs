@@ -8,7 +8,9 @@ mod events;
 mod reconciler;
 mod turns;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use crate::{
     state::AppState,
@@ -46,8 +48,9 @@ async fn run(state: AppState) {
     // Claims and outcomes go through a connection kept while the loop is
     // busy (no pool pings per statement), given back when it goes idle.
     let mut conn = Kept::new(state.pool.clone());
+    let mut floor = Floor::default();
     while !state.shutdown.is_cancelled() {
-        match next_job(&state, &mut conn).await {
+        match next_job(&state, &mut conn, &mut floor).await {
             Ok(true) => continue,
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "worker could not claim a job"),
@@ -71,8 +74,14 @@ async fn run(state: AppState) {
 /// A short batch of events means the queue was empty when it was claimed:
 /// every event recorded since then has woken a worker (this one, should it
 /// have been the one notified), so the look after it would find nothing.
-async fn next_job(state: &AppState, conn: &mut Kept) -> Result<bool, sqlx::Error> {
-    let events = inbox::claim(conn, lease(state), EVENT_BATCH).await?;
+async fn next_job(
+    state: &AppState,
+    conn: &mut Kept,
+    floor: &mut Floor,
+) -> Result<bool, sqlx::Error> {
+    let from = floor.start();
+    let events = inbox::claim(conn, lease(state), EVENT_BATCH, from).await?;
+    floor.claimed(from, &events);
     let full = events.len() as i64 == EVENT_BATCH;
     if !events.is_empty() {
         events::process_batch(state, conn, events).await;
@@ -85,6 +94,41 @@ async fn next_job(state: &AppState, conn: &mut Kept) -> Result<bool, sqlx::Error
         return Ok(true);
     }
     Ok(false)
+}
+
+/// Where a worker's claims of events start in the queue's index.
+///
+/// An event that is processed leaves its entry in the index of due events
+/// until `VACUUM`, and a claim that starts at the oldest entry walks past
+/// all of them: hundreds of index pages per claim under a steady stream
+/// (BENCHMARKS.md). So a claim from the start remembers the oldest event it
+/// took: nothing available is older (new events, retries and replays all
+/// fall due at the database's `now()`, later), and for the next second this
+/// worker's claims start there. Then a claim from the start again finds
+/// what a floor could pass over: an event whose lease ran out, or one a
+/// rolled-back claim had locked. Those wait at most that second longer.
+#[derive(Default)]
+struct Floor {
+    oldest: Option<DateTime<Utc>>,
+    found_at: Option<Instant>,
+}
+
+impl Floor {
+    const HELD: Duration = Duration::from_secs(1);
+
+    /// Where the next claim starts: `None` for the beginning.
+    fn start(&self) -> Option<DateTime<Utc>> {
+        let fresh = self.found_at.is_some_and(|at| at.elapsed() < Self::HELD);
+        self.oldest.filter(|_| fresh)
+    }
+
+    /// After a claim that started at `from`.
+    fn claimed(&mut self, from: Option<DateTime<Utc>>, events: &[inbox::Event]) {
+        if from.is_none() {
+            self.oldest = events.iter().map(|e| e.next_attempt_at).min();
+            self.found_at = Some(Instant::now());
+        }
+    }
 }
 
 /// Exponential backoff with ±20% jitter.

@@ -179,3 +179,42 @@ async fn an_event_for_a_response_openai_does_not_know_is_parked_as_dead_at_once(
     assert!(error.contains("404"), "{error}");
     assert_eq!(app.count("SELECT count(*) FROM messages").await, 0);
 }
+
+#[tokio::test]
+async fn an_event_older_than_where_the_workers_claims_start_is_still_processed() {
+    // A worker's claims start, for a second, at the oldest event its last
+    // full claim found. An older pending event (one whose lease ran out,
+    // say) must not be passed over for good. One worker, so that no other
+    // worker without a floor finds it instead.
+    let app = spawn_app_with(TestOptions {
+        env: vec![("HELPLINE_WORKERS", "1".to_owned())],
+        ..TestOptions::default()
+    })
+    .await;
+    let first = TestApp::event_body("response.completed", "resp_first_unknown");
+    assert_eq!(app.post_webhook("wh_first", &first).await.status(), 200);
+    app.wait_until(
+        "the first event is processed",
+        "SELECT status = 'dead' FROM webhook_events WHERE webhook_id = 'wh_first'",
+    )
+    .await;
+    // As if a worker had claimed it an hour ago and died: still pending,
+    // its lease long over, due long before the first event.
+    sqlx::query(
+        "INSERT INTO webhook_events (webhook_id, event_type, payload, status, attempts, next_attempt_at, locked_until)
+         VALUES ('wh_old', 'response.completed', $1::jsonb, 'pending', 1,
+                 now() - interval '1 hour', now() - interval '59 minutes')",
+    )
+    .bind(TestApp::event_body("response.completed", "resp_old_unknown"))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // A new delivery wakes a worker whose claims start after the old event.
+    let next = TestApp::event_body("response.completed", "resp_next_unknown");
+    assert_eq!(app.post_webhook("wh_next", &next).await.status(), 200);
+    app.wait_until(
+        "the old event is processed too",
+        "SELECT status = 'dead' AND attempts = 2 FROM webhook_events WHERE webhook_id = 'wh_old'",
+    )
+    .await;
+}
