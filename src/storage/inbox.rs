@@ -119,8 +119,10 @@ pub const WRITERS: usize = 2;
 const MAX_BATCH: usize = 64;
 
 impl Recorder {
-    /// Starts the writers. They stop when the last `Recorder` is dropped.
-    /// `work` wakes this instance's workers.
+    /// Starts the writers. They stop when the last `Recorder` is dropped or
+    /// the pool is closed; then they give back their kept connections, so
+    /// that closing the pool does not wait for them. `work` wakes this
+    /// instance's workers.
     pub fn start(pool: PgPool, work: Arc<Notify>, per_wake: usize) -> Self {
         let (queue, receiver) = mpsc::channel::<(Receipt, Reply)>(1024);
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));

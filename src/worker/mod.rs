@@ -71,9 +71,10 @@ async fn run(state: AppState) {
 /// Claims and runs a batch of events or one turn. Returns whether to look
 /// again at once rather than wait for a wake-up.
 ///
-/// A short batch of events means the queue was empty when it was claimed:
-/// every event recorded since then has woken a worker (this one, should it
-/// have been the one notified), so the look after it would find nothing.
+/// A short batch of events means the queue was empty when it was claimed
+/// (from the worker's [`Floor`] on): every event recorded since then has
+/// woken a worker (this one, should it have been the one notified), so the
+/// look after it would find nothing.
 async fn next_job(
     state: &AppState,
     conn: &mut Kept,
