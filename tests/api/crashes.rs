@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use helpline::simulator::Behaviour;
+use helpline::{simulator::Behaviour, storage::private_pg::PrivatePostgres};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -235,20 +235,13 @@ async fn chaos_every_customer_message_gets_one_answer_and_every_socket_a_gap_fre
 
 #[tokio::test]
 async fn a_postgresql_restart_under_traffic_loses_nothing_and_needs_no_helpline_restart() {
-    // A cluster of this test's own, so restarting it disturbs no other test.
-    let dir = std::env::temp_dir().join(format!("helpline-restart-pg-{}", Uuid::new_v4().simple()));
-    let pg = tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        move || helpline::storage::private_pg::PrivatePostgres::ensure_running(&dir).unwrap()
-    })
-    .await
-    .unwrap();
+    let cluster = OwnCluster::start().await;
     let env = vec![
         ("HELPLINE_RECONCILE_AFTER_MS", "1000".to_owned()),
         ("HELPLINE_RECONCILE_INTERVAL_MS", "200".to_owned()),
     ];
     let app = crate::helpers::spawn_app_on(
-        &pg.url("postgres"),
+        &cluster.pg.url("postgres"),
         TestOptions {
             env,
             ..TestOptions::default()
@@ -262,10 +255,7 @@ async fn a_postgresql_restart_under_traffic_loses_nothing_and_needs_no_helpline_
 
     // Restart PostgreSQL while the customer keeps writing, as a widget
     // would: a message refused with `internal` is sent again, same client_id.
-    let restart = tokio::task::spawn_blocking(move || {
-        pg.restart().expect("restart");
-        pg
-    });
+    let restart = tokio::spawn(cluster.restart());
     let texts = [
         "where is my parcel?",
         "can I get a refund?",
@@ -288,7 +278,7 @@ async fn a_postgresql_restart_under_traffic_loses_nothing_and_needs_no_helpline_
             tokio::time::sleep(Duration::from_millis(200)).await; // the widget's retry backoff
         }
     }
-    let pg = restart.await.unwrap();
+    let cluster = restart.await.unwrap();
 
     // Every message is stored once and answered; the socket saw each seq once.
     app.wait_until(
@@ -320,8 +310,7 @@ async fn a_postgresql_restart_under_traffic_loses_nothing_and_needs_no_helpline_
     assert_eq!(answers as i64, turns, "one answer per turn");
 
     drop(app);
-    let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    cluster.stop().await;
 }
 
 #[tokio::test]
@@ -329,14 +318,9 @@ async fn webhooks_just_after_a_postgresql_restart_are_stored_at_once() {
     // The receipt writers keep their connection from one delivery to the
     // next. A restart leaves them holding dead connections: the deliveries
     // that find them must still be stored and answered 200, not 503.
-    let dir = std::env::temp_dir().join(format!("helpline-restart-pg-{}", Uuid::new_v4().simple()));
-    let pg = tokio::task::spawn_blocking({
-        let dir = dir.clone();
-        move || helpline::storage::private_pg::PrivatePostgres::ensure_running(&dir).unwrap()
-    })
-    .await
-    .unwrap();
-    let app = crate::helpers::spawn_app_on(&pg.url("postgres"), TestOptions::default()).await;
+    let cluster = OwnCluster::start().await;
+    let app =
+        crate::helpers::spawn_app_on(&cluster.pg.url("postgres"), TestOptions::default()).await;
     // An event type Helpline only keeps, so that no worker is involved.
     let deliver = |id: &'static str| {
         let body = crate::helpers::TestApp::event_body("batch.completed", &format!("resp_{id}"));
@@ -349,12 +333,7 @@ async fn webhooks_just_after_a_postgresql_restart_are_stored_at_once() {
         assert_eq!(deliver(id).await.status(), 200);
     }
 
-    let pg = tokio::task::spawn_blocking(move || {
-        pg.restart().expect("restart");
-        pg
-    })
-    .await
-    .unwrap();
+    let cluster = cluster.restart().await;
 
     for id in ["wh_after_1", "wh_after_2", "wh_after_3"] {
         let answer = deliver(id).await;
@@ -366,6 +345,42 @@ async fn webhooks_just_after_a_postgresql_restart_are_stored_at_once() {
     assert_eq!(app.count("SELECT count(*) FROM webhook_events").await, 6);
 
     drop(app);
-    let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
-    let _ = std::fs::remove_dir_all(&dir);
+    cluster.stop().await;
+}
+
+/// A PostgreSQL cluster of one test's own, so that restarting it disturbs
+/// no other test.
+struct OwnCluster {
+    dir: std::path::PathBuf,
+    pg: PrivatePostgres,
+}
+
+impl OwnCluster {
+    async fn start() -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("helpline-restart-pg-{}", Uuid::new_v4().simple()));
+        let pg = tokio::task::spawn_blocking({
+            let dir = dir.clone();
+            move || PrivatePostgres::ensure_running(&dir).unwrap()
+        })
+        .await
+        .unwrap();
+        Self { dir, pg }
+    }
+
+    /// `pg_ctl restart -m fast`: every connection is cut.
+    async fn restart(self) -> Self {
+        tokio::task::spawn_blocking(move || {
+            self.pg.restart().expect("restart");
+            self
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn stop(self) {
+        let Self { dir, pg } = self;
+        let _ = tokio::task::spawn_blocking(move || pg.stop()).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
