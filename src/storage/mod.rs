@@ -85,7 +85,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
 }
 
 /// A pooled connection kept from one statement to the next by a task that
-/// runs many in a row (a receipt writer). sqlx pings a connection when the
+/// runs many in a row (a receipt writer; a worker loop while it is busy,
+/// for its claims and outcomes). sqlx pings a connection when the
 /// pool hands it out and again when it comes back: two round trips per
 /// statement that a kept connection does not pay (BENCHMARKS.md).
 ///
