@@ -171,7 +171,8 @@ impl Application {
         let receipts = crate::storage::inbox::Recorder::start(
             pool.clone(),
             work.clone(),
-            crate::worker::EVENT_BATCH as usize,
+            crate::worker::EVENT_BATCH,
+            crate::worker::lease(config.delivery.openai_timeout),
         );
         let state = AppState {
             receipts,
@@ -252,6 +253,7 @@ impl Application {
             }
         });
         // Peer addresses feed the login throttle.
+        let (receipts, pool) = (state.receipts.clone(), state.pool.clone());
         let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         // Chat frames are small writes in quick succession (the echo, then
         // "thinking", then the reply): without TCP_NODELAY, Nagle's algorithm
@@ -272,6 +274,16 @@ impl Application {
             .is_err()
         {
             tracing::warn!("some sockets or jobs did not finish within {DRAIN_TIMEOUT:?}");
+        }
+        // Events handed to this instance's workers that none took: to the
+        // database queue, for the other instances, now rather than when
+        // their leases run out.
+        match receipts.release_untaken(&pool).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "gave untaken events back to the queue"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not give untaken events back to the queue; they wait for their leases")
+            }
         }
         if let Some(pg) = private_pg {
             tokio::task::spawn_blocking(move || pg.stop()).await?;

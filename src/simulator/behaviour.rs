@@ -33,6 +33,9 @@ pub struct Behaviour {
     pub create_failure: Failure,
     /// The next N `GET /v1/responses/{id}` answer 500.
     pub retrieve_failures: u32,
+    /// Each `GET /v1/responses/{id}` first waits this long (OpenAI slow to
+    /// answer).
+    pub retrieve_delay_ms: u64,
     /// When set, only this API key is accepted; any other gets OpenAI's 401.
     pub api_key: Option<String>,
 }
@@ -51,6 +54,7 @@ impl Default for Behaviour {
             create_failures: 0,
             create_failure: Failure::ServerError,
             retrieve_failures: 0,
+            retrieve_delay_ms: 0,
             api_key: None,
         }
     }

@@ -470,6 +470,10 @@ async fn retrieve_response(
     if let Err(e) = check_key(&sim, &headers) {
         return e.into_response();
     }
+    let delay = sim.lock().behaviour.retrieve_delay_ms;
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     if sim.lock().behaviour.take_retrieve_failure() {
         return failure_response(
             StatusCode::INTERNAL_SERVER_ERROR,

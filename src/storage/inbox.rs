@@ -39,10 +39,23 @@ pub struct Receipt {
     pub request_id: Option<String>,
 }
 
+/// What became of a receipt that was new.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Stored {
+    /// Work for the workers (`pending`), rather than only kept.
+    pending: bool,
+    /// Stored already leased to this instance's workers: when it fell due.
+    leased: Option<DateTime<Utc>>,
+}
+
 /// Stores receipts in one statement and one commit. Returns, for each
-/// receipt in order, `Some(pending)` if it was new (and whether it is work
-/// for the workers), `None` for a redelivery of a webhook-id we already have
-/// (or one earlier in the same batch).
+/// receipt in order, `Some` if it was new, `None` for a redelivery of a
+/// webhook-id we already have (or one earlier in the same batch).
+///
+/// The first `leasable` new pending receipts are stored leased for `lease`
+/// with their first attempt counted, as a claim would leave them: the
+/// [`Recorder`] hands them to this instance's workers in memory, so that
+/// they need no claim.
 ///
 /// It does not `pg_notify`: a notifying transaction holds PostgreSQL's one
 /// notification-queue lock from its commit until the commit is flushed, so
@@ -52,7 +65,9 @@ pub struct Receipt {
 async fn record_all(
     conn: &mut PgConnection,
     receipts: &[&Receipt],
-) -> Result<Vec<Option<bool>>, sqlx::Error> {
+    lease: Duration,
+    leasable: usize,
+) -> Result<Vec<Option<Stored>>, sqlx::Error> {
     // The first of several receipts with one webhook-id is the one stored.
     let mut seen = HashSet::with_capacity(receipts.len());
     let unique: Vec<&Receipt> = receipts
@@ -60,11 +75,24 @@ async fn record_all(
         .copied()
         .filter(|r| seen.insert(r.webhook_id.as_str()))
         .collect();
-    let inserted: Vec<(String, bool)> = sqlx::query_as(
-        "INSERT INTO webhook_events (webhook_id, event_id, event_type, payload, status, request_id)
-         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[])
+    let mut leases_left = leasable;
+    let leases: Vec<Option<f64>> = unique
+        .iter()
+        .map(|r| {
+            let leased = r.handled && leases_left > 0;
+            leases_left -= usize::from(leased);
+            leased.then(|| lease.as_secs_f64())
+        })
+        .collect();
+    let inserted: Vec<(String, bool, DateTime<Utc>, bool)> = sqlx::query_as(
+        "INSERT INTO webhook_events
+             (webhook_id, event_id, event_type, payload, status, request_id, locked_until, attempts)
+         SELECT webhook_id, event_id, event_type, payload, status, request_id,
+             now() + make_interval(secs => lease), CASE WHEN lease IS NULL THEN 0 ELSE 1 END
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[], $7::float8[])
+             AS r(webhook_id, event_id, event_type, payload, status, request_id, lease)
          ON CONFLICT (webhook_id) DO NOTHING
-         RETURNING webhook_id, status = 'pending'",
+         RETURNING webhook_id, status = 'pending', next_attempt_at, locked_until IS NOT NULL",
     )
     .bind(unique.iter().map(|r| r.webhook_id.as_str()).collect::<Vec<_>>())
     .bind(unique.iter().map(|r| r.event_id.as_deref()).collect::<Vec<_>>())
@@ -77,9 +105,16 @@ async fn record_all(
             .collect::<Vec<_>>(),
     )
     .bind(unique.iter().map(|r| r.request_id.as_deref()).collect::<Vec<_>>())
+    .bind(leases)
     .fetch_all(conn)
     .await?;
-    let mut inserted: HashMap<String, bool> = inserted.into_iter().collect();
+    let mut inserted: HashMap<String, Stored> = inserted
+        .into_iter()
+        .map(|(id, pending, due, leased)| {
+            let leased = leased.then_some(due);
+            (id, Stored { pending, leased })
+        })
+        .collect();
     Ok(receipts
         .iter()
         // `remove`: a later receipt with the same id is a duplicate.
@@ -90,12 +125,15 @@ async fn record_all(
 /// [`record_all`] on the writer's kept connection. Safe to run twice (see
 /// [`on_kept`]): had the first run committed before its connection was
 /// lost, the second finds the receipts stored and answers `duplicate`
-/// (their workers are then woken by the poll, not by us).
+/// (their workers are then woken by the poll, not by us, and events it had
+/// leased wait for their lease to run out).
 async fn record_kept(
     kept: &mut Kept,
     receipts: &[&Receipt],
-) -> Result<Vec<Option<bool>>, sqlx::Error> {
-    on_kept!(kept, |conn| record_all(conn, receipts))
+    lease: Duration,
+    leasable: usize,
+) -> Result<Vec<Option<Stored>>, sqlx::Error> {
+    on_kept!(kept, |conn| record_all(conn, receipts, lease, leasable))
 }
 
 type Reply = oneshot::Sender<Result<Option<bool>, Arc<sqlx::Error>>>;
@@ -105,11 +143,19 @@ type Reply = oneshot::Sender<Result<Option<bool>, Arc<sqlx::Error>>>;
 /// statement that holds it, so none is answered before it is stored. A
 /// delivery that finds a writer idle goes alone, at once; deliveries that
 /// arrive while the writers are busy go together in the next statement. Up
-/// to [`WRITERS`] statements are in flight. After a commit that stored new
-/// pending events it wakes one worker per [`crate::worker`] batch of them.
+/// to [`WRITERS`] statements are in flight.
+///
+/// New events are stored already leased to this instance's workers, up to
+/// [`HANDOFF`] of them waiting at once, and handed to them in memory
+/// ([`Recorder::take`]): an event so handed needs no claim, which is one
+/// statement and one row update fewer per event (BENCHMARKS.md, scenario
+/// 1). The rest go to the queue in the database unleased, for any
+/// instance's workers. After each commit the writer wakes one worker per
+/// [`crate::worker`] batch of new pending events.
 #[derive(Clone)]
 pub struct Recorder {
     queue: mpsc::Sender<(Receipt, Reply)>,
+    handoff: Arc<Handoff>,
 }
 
 /// Statements in flight at once.
@@ -117,17 +163,59 @@ pub const WRITERS: usize = 2;
 /// Receipts per statement at most: with webhook bodies of at most 64 KiB,
 /// a statement carries at most 4 MiB.
 const MAX_BATCH: usize = 64;
+/// Events handed to this instance's workers and not yet taken, at most.
+/// Enough for the workers to take full batches under load; few enough that
+/// one waits a moment, not a lease, and that a backlog stays in the
+/// database, where every instance's workers can share it.
+pub const HANDOFF: usize = 64;
+
+/// Events waiting in memory for this instance's workers, each leased to
+/// them in the database since it was stored.
+struct Handoff {
+    /// Room is reserved (a permit) before the statement that leases.
+    sender: mpsc::Sender<Handed>,
+    receiver: std::sync::Mutex<mpsc::Receiver<Handed>>,
+    lease: Duration,
+}
+
+struct Handed {
+    event: Event,
+    /// Past this, the event is left to the database: its lease is running
+    /// out, and another worker may claim it soon.
+    take_by: std::time::Instant,
+}
+
+impl Handoff {
+    /// Reserves room for up to `n` events.
+    fn reserve(&self, n: usize) -> Vec<mpsc::OwnedPermit<Handed>> {
+        std::iter::from_fn(|| self.sender.clone().try_reserve_owned().ok())
+            .take(n)
+            .collect()
+    }
+}
 
 impl Recorder {
     /// Starts the writers. They stop when the last `Recorder` is dropped or
     /// the pool is closed; then they give back their kept connections, so
     /// that closing the pool does not wait for them. `work` wakes this
-    /// instance's workers.
-    pub fn start(pool: PgPool, work: Arc<Notify>, per_wake: usize) -> Self {
+    /// instance's workers; `lease` is how long an event handed to them is
+    /// theirs alone.
+    pub fn start(pool: PgPool, work: Arc<Notify>, per_wake: usize, lease: Duration) -> Self {
         let (queue, receiver) = mpsc::channel::<(Receipt, Reply)>(1024);
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
+        let (sender, handed) = mpsc::channel(HANDOFF);
+        let handoff = Arc::new(Handoff {
+            sender,
+            receiver: std::sync::Mutex::new(handed),
+            lease,
+        });
         for _ in 0..WRITERS {
-            let (pool, receiver, work) = (pool.clone(), receiver.clone(), work.clone());
+            let (pool, receiver, work, handoff) = (
+                pool.clone(),
+                receiver.clone(),
+                work.clone(),
+                handoff.clone(),
+            );
             tokio::spawn(async move {
                 let mut conn = Kept::new(pool.clone());
                 loop {
@@ -139,28 +227,11 @@ impl Recorder {
                         conn.release();
                         break;
                     };
-                    let receipts: Vec<&Receipt> = batch.iter().map(|(r, _)| r).collect();
-                    match record_kept(&mut conn, &receipts).await {
-                        Ok(results) => {
-                            let pending = results.iter().filter(|r| **r == Some(true)).count();
-                            for _ in 0..pending.div_ceil(per_wake.max(1)) {
-                                work.notify_one();
-                            }
-                            for ((_, reply), result) in batch.into_iter().zip(results) {
-                                let _ = reply.send(Ok(result));
-                            }
-                        }
-                        Err(e) => {
-                            let e = Arc::new(e);
-                            for (_, reply) in batch {
-                                let _ = reply.send(Err(e.clone()));
-                            }
-                        }
-                    }
+                    write(&mut conn, &handoff, &work, per_wake, batch).await;
                 }
             });
         }
-        Self { queue }
+        Self { queue, handoff }
     }
 
     /// Stores one receipt. Returns `Some(pending)` if it was new (and
@@ -173,6 +244,97 @@ impl Recorder {
             .await
             .map_err(|_| closed())?;
         stored.await.map_err(|_| closed())?
+    }
+
+    /// Up to `limit` of the events handed to this instance's workers, oldest
+    /// first: they are leased to the caller already. One whose lease is
+    /// half gone is dropped instead (its lease runs out, and then any
+    /// worker claims it from the database).
+    pub fn take(&self, limit: usize) -> Vec<Event> {
+        let mut receiver = self
+            .handoff
+            .receiver
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let mut events = Vec::new();
+        while events.len() < limit {
+            match receiver.try_recv() {
+                Ok(handed) if handed.take_by > now => events.push(handed.event),
+                Ok(handed) => {
+                    tracing::warn!(webhook_id = %handed.event.webhook_id, "event waited too long for a worker; left to the database queue")
+                }
+                Err(_) => break,
+            }
+        }
+        events
+    }
+
+    /// Gives the leases of the events no worker took back to the database
+    /// queue, so that other instances take them at once rather than when
+    /// the leases run out: for shutdown, once the workers have stopped.
+    pub async fn release_untaken(&self, pool: &PgPool) -> Result<usize, sqlx::Error> {
+        let ids: Vec<String> = self
+            .take(usize::MAX)
+            .into_iter()
+            .map(|e| e.webhook_id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        sqlx::query(
+            "UPDATE webhook_events SET locked_until = NULL, attempts = attempts - 1
+             WHERE webhook_id = ANY($1) AND status = 'pending'",
+        )
+        .bind(&ids)
+        .execute(pool)
+        .await?;
+        Ok(ids.len())
+    }
+}
+
+/// Stores one batch of receipts and answers each delivery; hands the events
+/// it leased to the workers, then wakes them.
+async fn write(
+    conn: &mut Kept,
+    handoff: &Handoff,
+    work: &Notify,
+    per_wake: usize,
+    batch: Vec<(Receipt, Reply)>,
+) {
+    let receipts: Vec<&Receipt> = batch.iter().map(|(r, _)| r).collect();
+    let mut room = handoff.reserve(receipts.iter().filter(|r| r.handled).count());
+    let results = match record_kept(conn, &receipts, handoff.lease, room.len()).await {
+        Ok(results) => results,
+        Err(e) => {
+            let e = Arc::new(e);
+            for (_, reply) in batch {
+                let _ = reply.send(Err(e.clone()));
+            }
+            return;
+        }
+    };
+    let take_by = std::time::Instant::now() + handoff.lease / 2;
+    let pending = results.iter().flatten().filter(|s| s.pending).count();
+    for ((receipt, reply), result) in batch.into_iter().zip(results) {
+        let _ = reply.send(Ok(result.map(|s| s.pending)));
+        // Each event leased had its room reserved.
+        let leased = result.and_then(|s| s.leased);
+        if let Some((next_attempt_at, permit)) = leased.and_then(|at| Some((at, room.pop()?))) {
+            let event = Event {
+                webhook_id: receipt.webhook_id,
+                event_type: receipt.event_type,
+                payload: Json(receipt.payload),
+                attempts: 1,
+                request_id: receipt.request_id,
+                next_attempt_at,
+            };
+            permit.send(Handed { event, take_by });
+        }
+    }
+    // Handed first, woken second: a woken worker finds its events.
+    for _ in 0..pending.div_ceil(per_wake.max(1)) {
+        work.notify_one();
     }
 }
 

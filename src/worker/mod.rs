@@ -22,13 +22,12 @@ pub use turns::finish_turn;
 /// Events a worker claims at once and processes side by side: under a
 /// backlog, one claim and one outcome statement serve this many events
 /// (BENCHMARKS.md, scenario 1). Each still fetches its own response.
-pub const EVENT_BATCH: i64 = 8;
+pub const EVENT_BATCH: usize = 8;
 
 /// How long a claimed job is ours before another worker may take it over
 /// (the owner may have died): longer than any one call to OpenAI can take.
-fn lease(state: &AppState) -> Duration {
-    let timeout = state.config.delivery.openai_timeout;
-    timeout + timeout.max(Duration::from_secs(5))
+pub fn lease(openai_timeout: Duration) -> Duration {
+    openai_timeout + openai_timeout.max(Duration::from_secs(5))
 }
 
 /// Starts the configured number of worker loops.
@@ -71,26 +70,36 @@ async fn run(state: AppState) {
 /// Claims and runs a batch of events or one turn. Returns whether to look
 /// again at once rather than wait for a wake-up.
 ///
-/// A short batch of events means the queue was empty when it was claimed
-/// (from the worker's [`Floor`] on): every event recorded since then has
-/// woken a worker (this one, should it have been the one notified), so the
-/// look after it would find nothing.
+/// A batch starts with the events this instance recorded and handed to its
+/// workers (leased already: no claim), and is topped up from the queue in
+/// the database. A short batch means both were empty when it was taken
+/// (the database's from the worker's [`Floor`] on): every event recorded
+/// since then has woken a worker (this one, should it have been the one
+/// notified), so the look after it would find nothing.
 async fn next_job(
     state: &AppState,
     conn: &mut Kept,
     floor: &mut Floor,
 ) -> Result<bool, sqlx::Error> {
-    let from = floor.start();
-    let events = inbox::claim(conn, lease(state), EVENT_BATCH, from).await?;
-    floor.claimed(from, &events);
-    let full = events.len() as i64 == EVENT_BATCH;
+    let mut events = state.receipts.take(EVENT_BATCH);
+    if events.len() < EVENT_BATCH {
+        let from = floor.start();
+        let lease = lease(state.config.delivery.openai_timeout);
+        let limit = (EVENT_BATCH - events.len()) as i64;
+        let claimed = inbox::claim(conn, lease, limit, from).await?;
+        floor.claimed(from, &claimed);
+        events.extend(claimed);
+    }
+    let full = events.len() == EVENT_BATCH;
     if !events.is_empty() {
         events::process_batch(state, conn, events).await;
     }
     if full {
         return Ok(true);
     }
-    if let Some(claimed) = turn_store::claim_pending(conn, lease(state)).await? {
+    if let Some(claimed) =
+        turn_store::claim_pending(conn, lease(state.config.delivery.openai_timeout)).await?
+    {
         turns::start(state, claimed).await;
         return Ok(true);
     }

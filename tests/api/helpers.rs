@@ -361,6 +361,18 @@ impl TestApp {
         timed.into_iter().map(|(_, body)| body).collect()
     }
 
+    /// Waits until the simulator has been sent such a request.
+    pub async fn wait_for_sim_request(&self, method: &str, path: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        while self.sim_requests(method, path).await.is_empty() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {method} {path}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until a query that watches the database's state returns true.
     /// For state only the database shows (a worker's verdict on an event).
     pub async fn wait_until(&self, what: &str, sql: &str) {

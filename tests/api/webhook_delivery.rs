@@ -183,16 +183,36 @@ async fn an_event_for_a_response_openai_does_not_know_is_parked_as_dead_at_once(
 #[tokio::test]
 async fn an_event_older_than_where_the_workers_claims_start_is_still_processed() {
     // A worker's claims start, for a second, at the oldest event its last
-    // full claim found. An older pending event (one whose lease ran out,
-    // say) must not be passed over for good. One worker, so that no other
-    // worker without a floor finds it instead.
+    // claim from the start of the queue found. An older pending event (one
+    // whose lease ran out, say) must not be passed over for good. One
+    // worker, so that no other worker without a floor finds it instead.
+    // The events are queued in the database and announced, as another
+    // instance's are: those this instance records itself are handed to its
+    // workers without a claim.
     let app = spawn_app_with(TestOptions {
         env: vec![("HELPLINE_WORKERS", "1".to_owned())],
         ..TestOptions::default()
     })
     .await;
-    let first = TestApp::event_body("response.completed", "resp_first_unknown");
-    assert_eq!(app.post_webhook("wh_first", &first).await.status(), 200);
+    let queue = |webhook_id: &'static str, response_id: &'static str, due: &'static str| {
+        let pool = app.pool.clone();
+        async move {
+            sqlx::query(&format!(
+                "WITH queued AS (
+                     INSERT INTO webhook_events (webhook_id, event_type, payload, status, next_attempt_at, locked_until)
+                     VALUES ($1, 'response.completed', $2::jsonb, 'pending', {due})
+                     RETURNING 1
+                 )
+                 SELECT pg_notify('helpline_work', '') FROM queued"
+            ))
+            .bind(webhook_id)
+            .bind(TestApp::event_body("response.completed", response_id))
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    queue("wh_first", "resp_first_unknown", "now(), NULL").await;
     app.wait_until(
         "the first event is processed",
         "SELECT status = 'dead' FROM webhook_events WHERE webhook_id = 'wh_first'",
@@ -200,21 +220,98 @@ async fn an_event_older_than_where_the_workers_claims_start_is_still_processed()
     .await;
     // As if a worker had claimed it an hour ago and died: still pending,
     // its lease long over, due long before the first event.
-    sqlx::query(
-        "INSERT INTO webhook_events (webhook_id, event_type, payload, status, attempts, next_attempt_at, locked_until)
-         VALUES ('wh_old', 'response.completed', $1::jsonb, 'pending', 1,
-                 now() - interval '1 hour', now() - interval '59 minutes')",
-    )
-    .bind(TestApp::event_body("response.completed", "resp_old_unknown"))
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    // A new delivery wakes a worker whose claims start after the old event.
-    let next = TestApp::event_body("response.completed", "resp_next_unknown");
-    assert_eq!(app.post_webhook("wh_next", &next).await.status(), 200);
-    app.wait_until(
-        "the old event is processed too",
-        "SELECT status = 'dead' AND attempts = 2 FROM webhook_events WHERE webhook_id = 'wh_old'",
+    queue(
+        "wh_old",
+        "resp_old_unknown",
+        "now() - interval '1 hour', now() - interval '59 minutes'",
     )
     .await;
+    // A new event wakes a worker whose claims start after the old event.
+    queue("wh_next", "resp_next_unknown", "now(), NULL").await;
+    app.wait_until(
+        "the old event is processed too",
+        "SELECT status = 'dead' FROM webhook_events WHERE webhook_id = 'wh_old'",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn events_handed_to_a_busy_worker_go_back_to_the_queue_when_the_instance_stops() {
+    // One worker, kept busy by a slow fetch while more deliveries arrive:
+    // they are stored leased to this instance's workers and wait in memory.
+    let app = spawn_app_with(TestOptions {
+        env: vec![("HELPLINE_WORKERS", "1".to_owned())],
+        behaviour: Behaviour {
+            retrieve_delay_ms: 1500,
+            ..Behaviour::default()
+        },
+        ..TestOptions::default()
+    })
+    .await;
+    let first = TestApp::event_body("response.completed", "resp_busy_unknown");
+    assert_eq!(app.post_webhook("wh_busy", &first).await.status(), 200);
+    app.wait_for_sim_request("GET", "/v1/responses/resp_busy_unknown")
+        .await;
+    for i in 0..4 {
+        let body = TestApp::event_body("response.completed", &format!("resp_waiting_{i}"));
+        let status = app
+            .post_webhook(&format!("wh_waiting_{i}"), &body)
+            .await
+            .status();
+        assert_eq!(status, 200);
+    }
+
+    // A graceful stop lets the busy worker finish, then gives the waiting
+    // events back: unleased, no attempt counted, for any instance at once
+    // (not after their 60 s leases).
+    app.stop();
+    app.wait_until(
+        "the waiting events are back in the queue",
+        "SELECT bool_and(status = 'pending' AND locked_until IS NULL AND attempts = 0)
+         FROM webhook_events WHERE webhook_id LIKE 'wh_waiting_%'",
+    )
+    .await;
+    app.sim.set_behaviour(Behaviour::default());
+    let peer = app.spawn_peer(&[]).await;
+    peer.wait_until(
+        "another instance has processed them, once each",
+        "SELECT bool_and(status = 'dead' AND attempts = 1) FROM webhook_events",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_burst_larger_than_the_workers_handoff_is_processed_once_each() {
+    // 150 deliveries at once to an instance with one slow worker: 64 wait
+    // in memory for it, the rest go to the database queue unleased.
+    // Every one is fetched once and ends with its first attempt.
+    let app = spawn_app_with(TestOptions {
+        env: vec![("HELPLINE_WORKERS", "1".to_owned())],
+        behaviour: Behaviour {
+            retrieve_delay_ms: 200,
+            ..Behaviour::default()
+        },
+        ..TestOptions::default()
+    })
+    .await;
+    let statuses = join_all((0..150).map(|i| {
+        let app = &app;
+        async move {
+            let body = TestApp::event_body("response.completed", &format!("resp_burst_{i}"));
+            app.post_webhook(&format!("wh_burst_{i}"), &body)
+                .await
+                .status()
+        }
+    }))
+    .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    app.wait_until(
+        "every event is processed",
+        "SELECT count(*) = 150 AND bool_and(status = 'dead' AND attempts = 1) FROM webhook_events",
+    )
+    .await;
+    for i in 0..150 {
+        let path = format!("/v1/responses/resp_burst_{i}");
+        assert_eq!(app.sim_requests("GET", &path).await.len(), 1, "{path}");
+    }
 }
