@@ -176,6 +176,8 @@ struct Handoff {
     sender: mpsc::Sender<Handed>,
     receiver: std::sync::Mutex<mpsc::Receiver<Handed>>,
     lease: Duration,
+    /// Wakes one idle worker per batch of events handed.
+    ready: Notify,
 }
 
 struct Handed {
@@ -208,6 +210,7 @@ impl Recorder {
             sender,
             receiver: std::sync::Mutex::new(handed),
             lease,
+            ready: Notify::new(),
         });
         for _ in 0..WRITERS {
             let (pool, receiver, work, handoff) = (
@@ -244,6 +247,12 @@ impl Recorder {
             .await
             .map_err(|_| closed())?;
         stored.await.map_err(|_| closed())?
+    }
+
+    /// Resolves when events were handed to this instance's workers: one
+    /// waiting worker per batch of them, or the next to wait.
+    pub async fn handed(&self) {
+        self.handoff.ready.notified().await
     }
 
     /// Up to `limit` of the events handed to this instance's workers, oldest
@@ -316,6 +325,11 @@ async fn write(
     };
     let take_by = std::time::Instant::now() + handoff.lease / 2;
     let pending = results.iter().flatten().filter(|s| s.pending).count();
+    let handed = results
+        .iter()
+        .flatten()
+        .filter(|s| s.leased.is_some())
+        .count();
     for ((receipt, reply), result) in batch.into_iter().zip(results) {
         let _ = reply.send(Ok(result.map(|s| s.pending)));
         // Each event leased had its room reserved.
@@ -332,8 +346,12 @@ async fn write(
             permit.send(Handed { event, take_by });
         }
     }
-    // Handed first, woken second: a woken worker finds its events.
-    for _ in 0..pending.div_ceil(per_wake.max(1)) {
+    // Handed first, woken second: a woken worker finds its events. Those
+    // queued in the database wake a worker that will look there.
+    for _ in 0..handed.div_ceil(per_wake.max(1)) {
+        handoff.ready.notify_one();
+    }
+    for _ in 0..(pending - handed).div_ceil(per_wake.max(1)) {
         work.notify_one();
     }
 }

@@ -48,8 +48,17 @@ async fn run(state: AppState) {
     // busy (no pool pings per statement), given back when it goes idle.
     let mut conn = Kept::new(state.pool.clone());
     let mut floor = Floor::default();
+    let (mut look, mut looked_everywhere) = (Look::Everywhere, Instant::now());
     while !state.shutdown.is_cancelled() {
-        match next_job(&state, &mut conn, &mut floor).await {
+        // However busy with handed events, the database too at least once
+        // per poll interval: retries fall due there, leases run out.
+        if look == Look::Handed && looked_everywhere.elapsed() >= poll {
+            look = Look::Everywhere;
+        }
+        if look == Look::Everywhere {
+            looked_everywhere = Instant::now();
+        }
+        match next_job(&state, &mut conn, &mut floor, look).await {
             Ok(true) => continue,
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "worker could not claim a job"),
@@ -58,13 +67,26 @@ async fn run(state: AppState) {
         // Only now is this loop a waiter: a wake-up (`notify_one`) goes to a
         // loop that is idle, not to one busy with a job. One that lands
         // while no loop waits is kept as a permit, so a job recorded between
-        // an empty look and this wait is not missed.
-        tokio::select! {
-            _ = work.notified() => {}
-            _ = tokio::time::sleep(poll) => {}
-            _ = state.shutdown.cancelled() => {}
-        }
+        // an empty look and this wait is not missed. (A wake-up that lands
+        // on the branch `select!` drops is passed on to another waiter.)
+        look = tokio::select! {
+            _ = state.receipts.handed() => Look::Handed,
+            _ = work.notified() => Look::Everywhere,
+            _ = tokio::time::sleep(poll) => Look::Everywhere,
+            _ = state.shutdown.cancelled() => Look::Everywhere,
+        };
     }
+}
+
+/// Where a worker looks for jobs after a wake-up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Look {
+    /// Only at the events handed to this instance's workers in memory: the
+    /// wake-up said there are some, and said nothing about the database.
+    Handed,
+    /// There too, then in the database: its event queue and pending turns
+    /// (a notification, events queued there, or the poll).
+    Everywhere,
 }
 
 /// Claims and runs a batch of events or one turn. Returns whether to look
@@ -72,19 +94,21 @@ async fn run(state: AppState) {
 ///
 /// A batch starts with the events this instance recorded and handed to its
 /// workers (leased already: no claim), and is topped up from the queue in
-/// the database. A short batch means both were empty when it was taken
-/// (the database's from the worker's [`Floor`] on): every event recorded
-/// since then has woken a worker (this one, should it have been the one
-/// notified), so the look after it would find nothing.
+/// the database when `look` says so. A short batch means what it looked at
+/// was empty when it was taken (the database's queue from the worker's
+/// [`Floor`] on): every event recorded since then has woken a worker (this
+/// one, should it have been the one notified), so the look after it would
+/// find nothing.
 async fn next_job(
     state: &AppState,
     conn: &mut Kept,
     floor: &mut Floor,
+    look: Look,
 ) -> Result<bool, sqlx::Error> {
     let mut events = state.receipts.take(EVENT_BATCH);
-    if events.len() < EVENT_BATCH {
+    let lease = lease(state.config.delivery.openai_timeout);
+    if events.len() < EVENT_BATCH && look == Look::Everywhere {
         let from = floor.start();
-        let lease = lease(state.config.delivery.openai_timeout);
         let limit = (EVENT_BATCH - events.len()) as i64;
         let claimed = inbox::claim(conn, lease, limit, from).await?;
         floor.claimed(from, &claimed);
@@ -94,12 +118,10 @@ async fn next_job(
     if !events.is_empty() {
         events::process_batch(state, conn, events).await;
     }
-    if full {
-        return Ok(true);
+    if full || look == Look::Handed {
+        return Ok(full);
     }
-    if let Some(claimed) =
-        turn_store::claim_pending(conn, lease(state.config.delivery.openai_timeout)).await?
-    {
+    if let Some(claimed) = turn_store::claim_pending(conn, lease).await? {
         turns::start(state, claimed).await;
         return Ok(true);
     }

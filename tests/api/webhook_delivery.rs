@@ -315,3 +315,55 @@ async fn a_burst_larger_than_the_workers_handoff_is_processed_once_each() {
         assert_eq!(app.sim_requests("GET", &path).await.len(), 1, "{path}");
     }
 }
+
+#[tokio::test]
+async fn a_steady_stream_of_deliveries_does_not_keep_the_workers_from_the_database_queue() {
+    // Deliveries this instance records wake its worker for them alone. An
+    // event queued in the database without a wake-up (as a retry falls
+    // due) is still found while they keep coming.
+    let app = spawn_app_with(TestOptions {
+        env: vec![("HELPLINE_WORKERS", "1".to_owned())],
+        ..TestOptions::default()
+    })
+    .await;
+    // The worker has looked everywhere once and is idle.
+    let first = TestApp::event_body("response.completed", "resp_first_unknown");
+    assert_eq!(app.post_webhook("wh_first", &first).await.status(), 200);
+    app.wait_until(
+        "the first event is processed",
+        "SELECT status = 'dead' FROM webhook_events WHERE webhook_id = 'wh_first'",
+    )
+    .await;
+    sqlx::query(
+        "INSERT INTO webhook_events (webhook_id, event_type, payload, status)
+         VALUES ('wh_queued', 'response.completed', $1::jsonb, 'pending')",
+    )
+    .bind(TestApp::event_body("response.completed", "resp_queued_unknown"))
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let stream = {
+        let (stop, app) = (stop.clone(), &app);
+        async move {
+            let mut i = 0;
+            while !stop.is_cancelled() {
+                let body = TestApp::event_body("response.completed", &format!("resp_stream_{i}"));
+                let status = app.post_webhook(&format!("wh_stream_{i}"), &body).await.status();
+                assert_eq!(status, 200);
+                i += 1;
+            }
+            i
+        }
+    };
+    let queued = async {
+        app.wait_until(
+            "the queued event is processed",
+            "SELECT status = 'dead' FROM webhook_events WHERE webhook_id = 'wh_queued'",
+        )
+        .await;
+        stop.cancel();
+    };
+    let (streamed, ()) = tokio::join!(stream, queued);
+    assert!(streamed > 0);
+}
