@@ -295,7 +295,8 @@ pub async fn listen(
             };
             match received {
                 // One job, one worker: the others keep sleeping (they poll
-                // anyway, and a busy worker drains the queue before it waits).
+                // anyway, and a worker that looks at the database drains it
+                // before it waits).
                 Ok(Some(n)) if n.channel() == WORK_CHANNEL => work.notify_one(),
                 Ok(Some(n)) => handle_frame(&pool, &hub, n.payload()),
                 Ok(None) => {

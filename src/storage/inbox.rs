@@ -81,7 +81,7 @@ async fn record_all(
         .map(|r| {
             let leased = r.handled && leases_left > 0;
             leases_left -= usize::from(leased);
-            leased.then(|| lease.as_secs_f64())
+            leased.then_some(lease.as_secs_f64())
         })
         .collect();
     let inserted: Vec<(String, bool, DateTime<Utc>, bool)> = sqlx::query_as(

@@ -338,7 +338,10 @@ async fn a_steady_stream_of_deliveries_does_not_keep_the_workers_from_the_databa
         "INSERT INTO webhook_events (webhook_id, event_type, payload, status)
          VALUES ('wh_queued', 'response.completed', $1::jsonb, 'pending')",
     )
-    .bind(TestApp::event_body("response.completed", "resp_queued_unknown"))
+    .bind(TestApp::event_body(
+        "response.completed",
+        "resp_queued_unknown",
+    ))
     .execute(&app.pool)
     .await
     .unwrap();
@@ -349,7 +352,10 @@ async fn a_steady_stream_of_deliveries_does_not_keep_the_workers_from_the_databa
             let mut i = 0;
             while !stop.is_cancelled() {
                 let body = TestApp::event_body("response.completed", &format!("resp_stream_{i}"));
-                let status = app.post_webhook(&format!("wh_stream_{i}"), &body).await.status();
+                let status = app
+                    .post_webhook(&format!("wh_stream_{i}"), &body)
+                    .await
+                    .status();
                 assert_eq!(status, 200);
                 i += 1;
             }
