@@ -151,7 +151,8 @@ type Reply = oneshot::Sender<Result<Option<bool>, Arc<sqlx::Error>>>;
 /// statement and one row update fewer per event (BENCHMARKS.md, scenario
 /// 1). The rest go to the queue in the database unleased, for any
 /// instance's workers. After each commit the writer wakes one worker per
-/// [`crate::worker`] batch of new pending events.
+/// [`crate::worker`] batch of new events: through [`Recorder::handed`] for
+/// those it handed, through `work` for those it queued in the database.
 #[derive(Clone)]
 pub struct Recorder {
     queue: mpsc::Sender<(Receipt, Reply)>,

@@ -19,9 +19,10 @@ use crate::{
 
 pub use turns::finish_turn;
 
-/// Events a worker claims at once and processes side by side: under a
-/// backlog, one claim and one outcome statement serve this many events
-/// (BENCHMARKS.md, scenario 1). Each still fetches its own response.
+/// Events a worker takes at once (handed to it, or claimed) and processes
+/// side by side: one outcome statement (and under a backlog, one claim)
+/// serves this many events (BENCHMARKS.md, scenario 1). Each still fetches
+/// its own response.
 pub const EVENT_BATCH: usize = 8;
 
 /// How long a claimed job is ours before another worker may take it over
@@ -110,9 +111,15 @@ async fn next_job(
     if events.len() < EVENT_BATCH && look == Look::Everywhere {
         let from = floor.start();
         let limit = (EVENT_BATCH - events.len()) as i64;
-        let claimed = inbox::claim(conn, lease, limit, from).await?;
-        floor.claimed(from, &claimed);
-        events.extend(claimed);
+        match inbox::claim(conn, lease, limit, from).await {
+            Ok(claimed) => {
+                floor.claimed(from, &claimed);
+                events.extend(claimed);
+            }
+            Err(e) if events.is_empty() => return Err(e),
+            // The handed events are taken: process them all the same.
+            Err(e) => tracing::warn!(error = %e, "worker could not claim events"),
+        }
     }
     let full = events.len() == EVENT_BATCH;
     if !events.is_empty() {
