@@ -252,8 +252,9 @@ impl Application {
                 _ = stop.cancelled() => {}
             }
         });
-        // Peer addresses feed the login throttle.
+        // For giving back, at the end, the events no worker took.
         let (receipts, pool) = (state.receipts.clone(), state.pool.clone());
+        // Peer addresses feed the login throttle.
         let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         // Chat frames are small writes in quick succession (the echo, then
         // "thinking", then the reply): without TCP_NODELAY, Nagle's algorithm
