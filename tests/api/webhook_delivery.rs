@@ -189,11 +189,7 @@ async fn an_event_older_than_where_the_workers_claims_start_is_still_processed()
     // The events are queued in the database and announced, as another
     // instance's are: those this instance records itself are handed to its
     // workers without a claim.
-    let app = spawn_app_with(TestOptions {
-        env: vec![("HELPLINE_WORKERS", "1".to_owned())],
-        ..TestOptions::default()
-    })
-    .await;
+    let app = one_worker(0).await;
     let queue = |webhook_id: &'static str, response_id: &'static str, due: &'static str| {
         let pool = app.pool.clone();
         async move {
@@ -239,15 +235,7 @@ async fn an_event_older_than_where_the_workers_claims_start_is_still_processed()
 async fn events_handed_to_a_busy_worker_go_back_to_the_queue_when_the_instance_stops() {
     // One worker, kept busy by a slow fetch while more deliveries arrive:
     // they are stored leased to this instance's workers and wait in memory.
-    let app = spawn_app_with(TestOptions {
-        env: vec![("HELPLINE_WORKERS", "1".to_owned())],
-        behaviour: Behaviour {
-            retrieve_delay_ms: 1500,
-            ..Behaviour::default()
-        },
-        ..TestOptions::default()
-    })
-    .await;
+    let app = one_worker(1500).await;
     let first = TestApp::event_body("response.completed", "resp_busy_unknown");
     assert_eq!(app.post_webhook("wh_busy", &first).await.status(), 200);
     app.wait_for_sim_request("GET", "/v1/responses/resp_busy_unknown")
@@ -285,15 +273,7 @@ async fn a_burst_larger_than_the_workers_handoff_is_processed_once_each() {
     // 150 deliveries at once to an instance with one slow worker: 64 wait
     // in memory for it, the rest go to the database queue unleased.
     // Every one is fetched once and ends with its first attempt.
-    let app = spawn_app_with(TestOptions {
-        env: vec![("HELPLINE_WORKERS", "1".to_owned())],
-        behaviour: Behaviour {
-            retrieve_delay_ms: 200,
-            ..Behaviour::default()
-        },
-        ..TestOptions::default()
-    })
-    .await;
+    let app = one_worker(200).await;
     let statuses = join_all((0..150).map(|i| {
         let app = &app;
         async move {
@@ -321,11 +301,7 @@ async fn a_steady_stream_of_deliveries_does_not_keep_the_workers_from_the_databa
     // Deliveries this instance records wake its worker for them alone. An
     // event queued in the database without a wake-up (as a retry falls
     // due) is still found while they keep coming.
-    let app = spawn_app_with(TestOptions {
-        env: vec![("HELPLINE_WORKERS", "1".to_owned())],
-        ..TestOptions::default()
-    })
-    .await;
+    let app = one_worker(0).await;
     // The worker has looked everywhere once and is idle.
     let first = TestApp::event_body("response.completed", "resp_first_unknown");
     assert_eq!(app.post_webhook("wh_first", &first).await.status(), 200);
@@ -372,4 +348,19 @@ async fn a_steady_stream_of_deliveries_does_not_keep_the_workers_from_the_databa
     };
     let (streamed, ()) = tokio::join!(stream, queued);
     assert!(streamed > 0);
+}
+
+/// An instance with one worker loop (so that no other worker takes what a
+/// test watches this one do), fetching from a simulator that answers each
+/// `GET /v1/responses/{id}` after `retrieve_delay_ms`.
+async fn one_worker(retrieve_delay_ms: u64) -> TestApp {
+    spawn_app_with(TestOptions {
+        env: vec![("HELPLINE_WORKERS", "1".to_owned())],
+        behaviour: Behaviour {
+            retrieve_delay_ms,
+            ..Behaviour::default()
+        },
+        ..TestOptions::default()
+    })
+    .await
 }
