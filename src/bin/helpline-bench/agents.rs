@@ -83,10 +83,11 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     for &rate in sizes.rates {
         let max_turns = (rate * sizes.duration.as_secs_f64()).ceil() as usize;
 
-        let (mut alone, secs) = load
+        let run = load
             .conversations
             .run_at(rate, max_turns, sizes.duration)
             .await?;
+        let (mut alone, secs) = (run.latency, run.secs);
         let (alone_p50, alone_p99) = (alone.p50(), alone.p99());
         table.row(vec![
             format!("{rate:.0}"),
@@ -105,10 +106,11 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
         ]);
 
         let consoles = Consoles::connect(&load.instance, &sessions).await?;
-        let (mut watched, secs) = load
+        let run = load
             .conversations
             .run_at(rate, max_turns, sizes.duration)
             .await?;
+        let (mut watched, secs) = (run.latency, run.secs);
         // Every turn stores the customer's message and the assistant's
         // reply: two items, to every console.
         let expected = watched.len() as u64 * 2 * sessions.len() as u64;

@@ -74,12 +74,15 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     );
     let mut profile = Vec::new();
     let mut profiled_turns = 0;
+    let mut slow_notes = Vec::new();
     for &rate in sizes.rates {
         harness::reset_statements();
         let max_turns = (rate * sizes.duration.as_secs_f64()).ceil() as usize;
-        let (mut latency, secs) = conversations
+        let run = conversations
             .run_at(rate, max_turns, sizes.duration)
             .await?;
+        slow_notes.extend(run.slow_note(rate));
+        let (mut latency, secs) = (run.latency, run.secs);
         let statements = STATEMENTS.load(std::sync::atomic::Ordering::Relaxed);
         profile = harness::statement_profile();
         let turns = latency.len();
@@ -101,6 +104,9 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     }
     let turns = profiled_turns;
     table.note("Target: p99 < 50 ms at 200 turns/s.");
+    for note in slow_notes {
+        table.note(note);
+    }
     table.note("Statements: every statement this process sent while the turns ran (sqlx's statement log, BEGIN and COMMIT included; the pool's pings of a connection, before handing it out and after taking it back, are not logged), divided by the turns. Workers' idle polls fall in the same window.");
     table.print();
 
@@ -177,9 +183,38 @@ pub async fn connect_all(url: &str, tokens: &[String]) -> anyhow::Result<Vec<Cus
 /// One task per conversation, each running a turn when told to.
 pub struct Conversations {
     go: Vec<mpsc::Sender<()>>,
-    done: mpsc::Receiver<(usize, anyhow::Result<Duration>)>,
+    done: mpsc::Receiver<(usize, anyhow::Result<(Instant, Duration)>)>,
     idle: VecDeque<usize>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What one run of [`Conversations::run_at`] measured.
+#[derive(Default)]
+pub struct TurnRun {
+    pub latency: Samples,
+    /// From the first start to the last reply.
+    pub secs: f64,
+    /// Turns slower than [`TurnRun::SLOW`]: when each started (seconds
+    /// into the run) and how long it took. Started all within one stretch,
+    /// they point at a stall of the whole instance or machine; scattered,
+    /// at single turns that waited (a wake-up that reached no worker waits
+    /// for the poll).
+    pub slow: Vec<(f64, Duration)>,
+}
+
+impl TurnRun {
+    pub const SLOW: Duration = Duration::from_millis(250);
+
+    /// A table note on the slow turns, if there were any.
+    pub fn slow_note(&self, rate: f64) -> Option<String> {
+        let first = self.slow.iter().map(|(at, _)| *at).reduce(f64::min)?;
+        let last = self.slow.iter().map(|(at, _)| *at).reduce(f64::max)?;
+        Some(format!(
+            "Slow turns at {rate:.0}/s: {} over {} ms, started between {first:.2} s and {last:.2} s into the run.",
+            self.slow.len(),
+            Self::SLOW.as_millis(),
+        ))
+    }
 }
 
 impl Conversations {
@@ -197,7 +232,7 @@ impl Conversations {
                     let result = async {
                         customer.send_message("Where is my order?").await?;
                         customer.next_assistant().await?;
-                        Ok(started.elapsed())
+                        Ok((started, started.elapsed()))
                     }
                     .await;
                     if done_tx.send((i, result)).await.is_err() {
@@ -218,18 +253,23 @@ impl Conversations {
 
     /// Starts a turn every 1/`rate` s on an idle conversation (waiting for
     /// one when none is idle), until `max_turns` were started or `duration`
-    /// has passed; then waits for the turns in flight. Returns the
-    /// latencies and the seconds from the first start to the last reply.
+    /// has passed; then waits for the turns in flight.
     pub async fn run_at(
         &mut self,
         rate: f64,
         max_turns: usize,
         duration: Duration,
-    ) -> anyhow::Result<(Samples, f64)> {
+    ) -> anyhow::Result<TurnRun> {
         let started = Instant::now();
         let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        let mut samples = Samples::default();
+        let mut run = TurnRun::default();
+        let mut record = |(at, latency): (Instant, Duration)| {
+            run.latency.push(latency);
+            if latency > TurnRun::SLOW {
+                run.slow.push(((at - started).as_secs_f64(), latency));
+            }
+        };
         let (mut started_turns, mut in_flight) = (0usize, 0usize);
         while started_turns < max_turns && started.elapsed() < duration {
             tokio::select! {
@@ -240,7 +280,7 @@ impl Conversations {
                     in_flight += 1;
                 }
                 Some((i, result)) = self.done.recv() => {
-                    samples.push(result?);
+                    record(result?);
                     self.idle.push_back(i);
                     in_flight -= 1;
                 }
@@ -250,11 +290,12 @@ impl Conversations {
             let (i, result) = tokio::time::timeout(PATIENCE, self.done.recv())
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("conversation tasks ended"))?;
-            samples.push(result?);
+            record(result?);
             self.idle.push_back(i);
             in_flight -= 1;
         }
-        Ok((samples, started.elapsed().as_secs_f64()))
+        run.secs = started.elapsed().as_secs_f64();
+        Ok(run)
     }
 
     pub async fn stop(self) {
