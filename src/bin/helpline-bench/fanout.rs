@@ -107,7 +107,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
         ratio(p99.as_secs_f64(), to_a.p99().as_secs_f64()),
         String::new(),
     ]);
-    table.note("Push latency: from the webhook POST leaving the client to the assistant frame arriving on each socket. It includes recording the event, a worker (on either instance) claiming it, fetching the response from the simulator and finishing the turn, then pg_notify to A's listener.");
+    table.note("Push latency: from the webhook POST leaving the client to the assistant frame arriving on each socket. It includes recording the event, a worker of the receiving instance taking it, fetching the response from the simulator and finishing the turn, then pg_notify to A's listener.");
     table.print();
 
     for conv in sockets {

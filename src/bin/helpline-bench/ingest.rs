@@ -162,7 +162,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
         ]);
     }
     table.note("Targets: rate ratio >= 0.70 at 32 senders; helpline p99 < 10 ms at 1 sender.");
-    table.note("Helpline's figure includes the HTTP client, signature verification, JSON parsing and the workers, which claim and fetch each accepted event meanwhile (as in production).");
+    table.note("Helpline's figure includes the HTTP client, signature verification, JSON parsing and the workers, which take each accepted event (handed to them by the instance that recorded it) and fetch its response meanwhile (as in production).");
     table.note("Receipts only (a diagnostic, not a target): the same deliveries with an event type Helpline stores but does not act on (`batch.completed`), so that no worker runs; the difference from the row above is what processing the events costs on the same two cores, including the simulator's side of each fetch.");
     table.note("Left to process: the accepted events the workers had not finished when a Helpline slice ended, as a share of those accepted; they are processed before the baseline's slice starts, so that neither side pays for the other's work.");
     table.print();
