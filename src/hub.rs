@@ -27,7 +27,7 @@ use sqlx::{
     postgres::{PgListener, PgPoolOptions},
     PgConnection, PgPool,
 };
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -39,6 +39,8 @@ use crate::{
 
 pub const FRAMES_CHANNEL: &str = "helpline_frames";
 pub const WORK_CHANNEL: &str = "helpline_work";
+/// The payload of a `helpline_work` notification for a turn that is due.
+pub const TURN_DUE: &str = "turn";
 
 /// PostgreSQL drops NOTIFY payloads over 8000 bytes; bigger messages are
 /// announced by seq only and read back from the database.
@@ -219,9 +221,10 @@ impl Announcements {
         )
     }
 
-    /// Wakes a worker on every instance: there is a job to claim.
+    /// Wakes a worker on every instance: a turn is due. (A `helpline_work`
+    /// notification with any other payload is for any job: an event, say.)
     pub fn wake_workers(self) -> Self {
-        self.push(WORK_CHANNEL, String::new())
+        self.push(WORK_CHANNEL, TURN_DUE.to_owned())
     }
 
     fn push(mut self, channel: &'static str, payload: String) -> Self {
@@ -263,7 +266,7 @@ pub fn listener_name(instance: Uuid) -> String {
 pub async fn listen(
     pool: PgPool,
     hub: Hub,
-    work: Arc<Notify>,
+    work: Arc<crate::worker::Wakeups>,
     cancel: CancellationToken,
     instance: Uuid,
 ) {
@@ -286,7 +289,7 @@ pub async fn listen(
         // Whatever was published while we were not listening is only in the
         // database now.
         hub.resync_all();
-        work.notify_waiters();
+        work.any.notify_waiters();
 
         loop {
             let received = tokio::select! {
@@ -297,7 +300,10 @@ pub async fn listen(
                 // One job, one worker: the others keep sleeping (they poll
                 // anyway, and a worker that looks at the database drains it
                 // before it waits).
-                Ok(Some(n)) if n.channel() == WORK_CHANNEL => work.notify_one(),
+                Ok(Some(n)) if n.channel() == WORK_CHANNEL && n.payload() == TURN_DUE => {
+                    work.turns.notify_one()
+                }
+                Ok(Some(n)) if n.channel() == WORK_CHANNEL => work.any.notify_one(),
                 Ok(Some(n)) => handle_frame(&pool, &hub, n.payload()),
                 Ok(None) => {
                     tracing::warn!("notification listener lost its connection; reconnecting");

@@ -6,7 +6,7 @@ use std::{future::Future, net::SocketAddr, path::PathBuf, sync::Arc, time::Durat
 
 use anyhow::Context;
 use axum::{serve::ListenerExt, Router};
-use tokio::{net::TcpListener, sync::Notify};
+use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tower_http::services::ServeDir;
 
@@ -167,10 +167,10 @@ impl Application {
         let limits = Arc::new(crate::limits::Limits::new(config.limits.clone()));
         // Recorded webhooks wake this instance's workers (no pg_notify:
         // see storage::inbox).
-        let work = Arc::new(Notify::new());
+        let work = Arc::new(crate::worker::Wakeups::default());
         let receipts = crate::storage::inbox::Recorder::start(
             pool.clone(),
-            work.clone(),
+            work.any.clone(),
             crate::worker::EVENT_BATCH,
             crate::worker::lease(config.delivery.openai_timeout),
         );

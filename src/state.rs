@@ -3,7 +3,6 @@
 use std::sync::Arc;
 
 use sqlx::PgPool;
-use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
@@ -36,10 +35,11 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Rate limits of the customer side (per instance, in memory).
     pub limits: Arc<Limits>,
-    /// Wakes one of this instance's worker loops (`notify_one`). The
-    /// listener pokes it for every `helpline_work` notification; `receipts`
-    /// pokes it directly after storing new webhook events.
-    pub work: Arc<Notify>,
+    /// Wakes this instance's worker loops, one per wake-up. The listener
+    /// pokes it for every `helpline_work` notification (`turns` for a turn
+    /// that is due, `any` otherwise); `receipts` pokes `any` after queueing
+    /// webhook events in the database.
+    pub work: Arc<crate::worker::Wakeups>,
     /// Stores verified webhook deliveries, several per statement under load
     /// (`storage::inbox::Recorder`).
     pub receipts: inbox::Recorder,

@@ -8,9 +8,13 @@ mod events;
 mod reconciler;
 mod turns;
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::Notify;
 
 use crate::{
     state::AppState,
@@ -24,6 +28,18 @@ pub use turns::finish_turn;
 /// serves this many events (BENCHMARKS.md, scenario 1). Each still fetches
 /// its own response.
 pub const EVENT_BATCH: usize = 8;
+
+/// How this instance's worker loops are woken: `notify_one`, one idle loop
+/// per wake-up (or the next to wait). Events handed in memory wake them
+/// through [`crate::storage::inbox::Recorder::handed`].
+#[derive(Default)]
+pub struct Wakeups {
+    /// Any job may be waiting: look everywhere. A `helpline_work`
+    /// notification, events the recorder queued in the database.
+    pub any: Arc<Notify>,
+    /// A turn is due: a `helpline_work` notification for one.
+    pub turns: Notify,
+}
 
 /// How long a claimed job is ours before another worker may take it over
 /// (the owner may have died): longer than any one call to OpenAI can take.
@@ -51,9 +67,9 @@ async fn run(state: AppState) {
     let mut floor = Floor::default();
     let (mut look, mut looked_everywhere) = (Look::Everywhere, Instant::now());
     while !state.shutdown.is_cancelled() {
-        // However busy with handed events, the database too at least once
-        // per poll interval: retries fall due there, leases run out.
-        if look == Look::Handed && looked_everywhere.elapsed() >= poll {
+        // However busy, the whole database at least once per poll
+        // interval: retries fall due there, leases run out.
+        if look != Look::Everywhere && looked_everywhere.elapsed() >= poll {
             look = Look::Everywhere;
         }
         if look == Look::Everywhere {
@@ -72,7 +88,8 @@ async fn run(state: AppState) {
         // on the branch `select!` drops is passed on to another waiter.)
         look = tokio::select! {
             _ = state.receipts.handed() => Look::Handed,
-            _ = work.notified() => Look::Everywhere,
+            _ = work.turns.notified() => Look::Turns,
+            _ = work.any.notified() => Look::Everywhere,
             _ = tokio::time::sleep(poll) => Look::Everywhere,
             _ = state.shutdown.cancelled() => Look::Everywhere,
         };
@@ -85,8 +102,11 @@ enum Look {
     /// Only at the events handed to this instance's workers in memory: the
     /// wake-up said there are some, and said nothing about the database.
     Handed,
+    /// There, and at the turns due in the database: the wake-up was for a
+    /// turn, and said nothing about the event queue.
+    Turns,
     /// There too, then in the database: its event queue and pending turns
-    /// (a notification, events queued there, or the poll).
+    /// (a notification for any job, events queued there, or the poll).
     Everywhere,
 }
 

@@ -234,3 +234,25 @@ async fn bad_frames_get_an_error_frame_and_the_socket_stays_open() {
     assert_eq!(socket.next_frame().await["type"], "pong");
     assert_eq!(app.count("SELECT count(*) FROM messages").await, 0);
 }
+
+#[tokio::test]
+async fn wake_ups_alone_carry_each_turn_without_the_workers_poll() {
+    // The poll is a fallback for lost wake-ups; with it an hour away, every
+    // step must be woken: the customer's message wakes a worker for its
+    // turn, the webhook wakes one for its event. Three turns in a row, so
+    // that a worker that has just finished one is the one woken.
+    let app = spawn_app_with(TestOptions {
+        env: vec![("HELPLINE_WORKER_POLL_MS", "3600000".to_owned())],
+        ..TestOptions::default()
+    })
+    .await;
+    let visitor = app.new_visitor().await;
+    let mut socket = app.connect(&visitor, None).await;
+    for i in 1..=3 {
+        socket
+            .send_message(&format!("w-{i}"), "When will my order ship?")
+            .await;
+        let reply = socket.next_from("assistant").await;
+        assert_eq!(reply["seq"], i * 2);
+    }
+}
