@@ -333,19 +333,20 @@ async fn write(
         .count();
     for ((receipt, reply), result) in batch.into_iter().zip(results) {
         let _ = reply.send(Ok(result.map(|s| s.pending)));
+        let Some(next_attempt_at) = result.and_then(|s| s.leased) else {
+            continue;
+        };
         // Each event leased had its room reserved.
-        let leased = result.and_then(|s| s.leased);
-        if let Some((next_attempt_at, permit)) = leased.and_then(|at| Some((at, room.pop()?))) {
-            let event = Event {
-                webhook_id: receipt.webhook_id,
-                event_type: receipt.event_type,
-                payload: Json(receipt.payload),
-                attempts: 1,
-                request_id: receipt.request_id,
-                next_attempt_at,
-            };
-            permit.send(Handed { event, take_by });
-        }
+        let Some(permit) = room.pop() else { continue };
+        let event = Event {
+            webhook_id: receipt.webhook_id,
+            event_type: receipt.event_type,
+            payload: Json(receipt.payload),
+            attempts: 1,
+            request_id: receipt.request_id,
+            next_attempt_at,
+        };
+        permit.send(Handed { event, take_by });
     }
     // Handed first, woken second: a woken worker finds its events. Those
     // queued in the database wake a worker that will look there.

@@ -190,45 +190,21 @@ async fn an_event_older_than_where_the_workers_claims_start_is_still_processed()
     // instance's are: those this instance records itself are handed to its
     // workers without a claim.
     let app = one_worker(0).await;
-    let queue = |webhook_id: &'static str, response_id: &'static str, due: &'static str| {
-        let pool = app.pool.clone();
-        async move {
-            sqlx::query(&format!(
-                "WITH queued AS (
-                     INSERT INTO webhook_events (webhook_id, event_type, payload, status, next_attempt_at, locked_until)
-                     VALUES ($1, 'response.completed', $2::jsonb, 'pending', {due})
-                     RETURNING 1
-                 )
-                 SELECT pg_notify('helpline_work', '') FROM queued"
-            ))
-            .bind(webhook_id)
-            .bind(TestApp::event_body("response.completed", response_id))
-            .execute(&pool)
-            .await
-            .unwrap();
-        }
-    };
-    queue("wh_first", "resp_first_unknown", "now(), NULL").await;
-    app.wait_until(
-        "the first event is processed",
-        "SELECT status = 'dead' FROM webhook_events WHERE webhook_id = 'wh_first'",
-    )
-    .await;
+    queue_in_database(&app, "wh_first", "resp_first_unknown", "now(), NULL", true).await;
+    wait_parked(&app, "the first event is processed", "wh_first").await;
     // As if a worker had claimed it an hour ago and died: still pending,
     // its lease long over, due long before the first event.
-    queue(
+    queue_in_database(
+        &app,
         "wh_old",
         "resp_old_unknown",
         "now() - interval '1 hour', now() - interval '59 minutes'",
+        true,
     )
     .await;
     // A new event wakes a worker whose claims start after the old event.
-    queue("wh_next", "resp_next_unknown", "now(), NULL").await;
-    app.wait_until(
-        "the old event is processed too",
-        "SELECT status = 'dead' FROM webhook_events WHERE webhook_id = 'wh_old'",
-    )
-    .await;
+    queue_in_database(&app, "wh_next", "resp_next_unknown", "now(), NULL", true).await;
+    wait_parked(&app, "the old event is processed too", "wh_old").await;
 }
 
 #[tokio::test]
@@ -236,17 +212,16 @@ async fn events_handed_to_a_busy_worker_go_back_to_the_queue_when_the_instance_s
     // One worker, kept busy by a slow fetch while more deliveries arrive:
     // they are stored leased to this instance's workers and wait in memory.
     let app = one_worker(1500).await;
-    let first = TestApp::event_body("response.completed", "resp_busy_unknown");
-    assert_eq!(app.post_webhook("wh_busy", &first).await.status(), 200);
+    deliver(&app, "wh_busy", "resp_busy_unknown").await;
     app.wait_for_sim_request("GET", "/v1/responses/resp_busy_unknown")
         .await;
     for i in 0..4 {
-        let body = TestApp::event_body("response.completed", &format!("resp_waiting_{i}"));
-        let status = app
-            .post_webhook(&format!("wh_waiting_{i}"), &body)
-            .await
-            .status();
-        assert_eq!(status, 200);
+        deliver(
+            &app,
+            &format!("wh_waiting_{i}"),
+            &format!("resp_waiting_{i}"),
+        )
+        .await;
     }
 
     // A graceful stop lets the busy worker finish, then gives the waiting
@@ -303,47 +278,30 @@ async fn a_steady_stream_of_deliveries_does_not_keep_the_workers_from_the_databa
     // due) is still found while they keep coming.
     let app = one_worker(0).await;
     // The worker has looked everywhere once and is idle.
-    let first = TestApp::event_body("response.completed", "resp_first_unknown");
-    assert_eq!(app.post_webhook("wh_first", &first).await.status(), 200);
-    app.wait_until(
-        "the first event is processed",
-        "SELECT status = 'dead' FROM webhook_events WHERE webhook_id = 'wh_first'",
+    deliver(&app, "wh_first", "resp_first_unknown").await;
+    wait_parked(&app, "the first event is processed", "wh_first").await;
+    queue_in_database(
+        &app,
+        "wh_queued",
+        "resp_queued_unknown",
+        "now(), NULL",
+        false,
     )
     .await;
-    sqlx::query(
-        "INSERT INTO webhook_events (webhook_id, event_type, payload, status)
-         VALUES ('wh_queued', 'response.completed', $1::jsonb, 'pending')",
-    )
-    .bind(TestApp::event_body(
-        "response.completed",
-        "resp_queued_unknown",
-    ))
-    .execute(&app.pool)
-    .await
-    .unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let stream = {
         let (stop, app) = (stop.clone(), &app);
         async move {
             let mut i = 0;
             while !stop.is_cancelled() {
-                let body = TestApp::event_body("response.completed", &format!("resp_stream_{i}"));
-                let status = app
-                    .post_webhook(&format!("wh_stream_{i}"), &body)
-                    .await
-                    .status();
-                assert_eq!(status, 200);
+                deliver(app, &format!("wh_stream_{i}"), &format!("resp_stream_{i}")).await;
                 i += 1;
             }
             i
         }
     };
     let queued = async {
-        app.wait_until(
-            "the queued event is processed",
-            "SELECT status = 'dead' FROM webhook_events WHERE webhook_id = 'wh_queued'",
-        )
-        .await;
+        wait_parked(&app, "the queued event is processed", "wh_queued").await;
         stop.cancel();
     };
     let (streamed, ()) = tokio::join!(stream, queued);
@@ -363,4 +321,51 @@ async fn one_worker(retrieve_delay_ms: u64) -> TestApp {
         ..TestOptions::default()
     })
     .await
+}
+
+/// Delivers a signed `response.completed` for a response OpenAI does not
+/// know (its event is parked as dead once processed); answered 200.
+async fn deliver(app: &TestApp, webhook_id: &str, response_id: &str) {
+    let body = TestApp::event_body("response.completed", response_id);
+    assert_eq!(app.post_webhook(webhook_id, &body).await.status(), 200);
+}
+
+/// Waits until the event is processed (parked as dead: its response is
+/// unknown).
+async fn wait_parked(app: &TestApp, what: &str, webhook_id: &str) {
+    app.wait_until(
+        what,
+        &format!("SELECT status = 'dead' FROM webhook_events WHERE webhook_id = '{webhook_id}'"),
+    )
+    .await;
+}
+
+/// Queues an event in the database as another instance would, pending
+/// with `due` as its `next_attempt_at, locked_until`; `announce` sends the
+/// `helpline_work` notification that wakes the workers.
+async fn queue_in_database(
+    app: &TestApp,
+    webhook_id: &str,
+    response_id: &str,
+    due: &str,
+    announce: bool,
+) {
+    let notify = if announce {
+        "pg_notify('helpline_work', '')"
+    } else {
+        "1"
+    };
+    sqlx::query(&format!(
+        "WITH queued AS (
+             INSERT INTO webhook_events (webhook_id, event_type, payload, status, next_attempt_at, locked_until)
+             VALUES ($1, 'response.completed', $2::jsonb, 'pending', {due})
+             RETURNING 1
+         )
+         SELECT {notify} FROM queued"
+    ))
+    .bind(webhook_id)
+    .bind(TestApp::event_body("response.completed", response_id))
+    .execute(&app.pool)
+    .await
+    .unwrap();
 }
