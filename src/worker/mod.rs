@@ -76,8 +76,11 @@ async fn run(state: AppState) {
             looked_everywhere = Instant::now();
         }
         match next_job(&state, &mut conn, &mut floor, look).await {
-            Ok(true) => continue,
-            Ok(false) => {}
+            Ok(Some(next)) => {
+                look = next;
+                continue;
+            }
+            Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "worker could not claim a job"),
         }
         conn.release();
@@ -96,22 +99,23 @@ async fn run(state: AppState) {
     }
 }
 
-/// Where a worker looks for jobs after a wake-up.
+/// Where a worker looks for jobs after a wake-up, or after a job.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Look {
     /// Only at the events handed to this instance's workers in memory: the
     /// wake-up said there are some, and said nothing about the database.
     Handed,
     /// There, and at the turns due in the database: the wake-up was for a
-    /// turn, and said nothing about the event queue.
+    /// turn, and said nothing about the event queue; or the worker has just
+    /// started a turn, and the event queue was short when it last looked.
     Turns,
     /// There too, then in the database: its event queue and pending turns
     /// (a notification for any job, events queued there, or the poll).
     Everywhere,
 }
 
-/// Claims and runs a batch of events or one turn. Returns whether to look
-/// again at once rather than wait for a wake-up.
+/// Claims and runs a batch of events or one turn. Returns where to look
+/// again at once, or `None` to wait for a wake-up.
 ///
 /// A batch starts with the events this instance recorded and handed to its
 /// workers (leased already: no claim), and is topped up from the queue in
@@ -119,13 +123,14 @@ enum Look {
 /// was empty when it was taken (the database's queue from the worker's
 /// [`Floor`] on): every event recorded since then has woken a worker (this
 /// one, should it have been the one notified), so the look after it would
-/// find nothing.
+/// find nothing: after a turn, a worker goes on with the turns (and what is
+/// handed to it), not with the event queue it found short.
 async fn next_job(
     state: &AppState,
     conn: &mut Kept,
     floor: &mut Floor,
     look: Look,
-) -> Result<bool, sqlx::Error> {
+) -> Result<Option<Look>, sqlx::Error> {
     let mut events = state.receipts.take(EVENT_BATCH);
     let lease = lease(state.config.delivery.openai_timeout);
     if events.len() < EVENT_BATCH && look == Look::Everywhere {
@@ -146,13 +151,13 @@ async fn next_job(
         events::process_batch(state, conn, events).await;
     }
     if full || look == Look::Handed {
-        return Ok(full);
+        return Ok(full.then_some(look));
     }
     if let Some(claimed) = turn_store::claim_pending(conn, lease).await? {
-        turns::start(state, claimed).await;
-        return Ok(true);
+        turns::start(state, conn, claimed).await;
+        return Ok(Some(Look::Turns));
     }
-    Ok(false)
+    Ok(None)
 }
 
 /// Where a worker's claims of events start in the queue's index.
