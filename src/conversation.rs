@@ -139,23 +139,6 @@ pub async fn lock_state(
         .await
 }
 
-/// The conversation a turn belongs to, and its state, read under the
-/// conversation's row lock (held until the transaction ends). `None` if
-/// there is no such turn. The turn itself is not locked: lock it next, so
-/// that every writer takes the conversation first, then the turn.
-pub async fn lock_for_turn(
-    conn: &mut PgConnection,
-    turn_id: Uuid,
-) -> Result<Option<(Uuid, State)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT c.id, c.state FROM conversations c JOIN turns t ON t.conversation_id = c.id
-         WHERE t.id = $1 FOR UPDATE OF c",
-    )
-    .bind(turn_id)
-    .fetch_optional(conn)
-    .await
-}
-
 /// Applies `action`, records it in the transcript and tells agents. Call
 /// inside the transaction that does the rest of the work.
 pub async fn transition(

@@ -170,12 +170,23 @@ struct Notification<'a> {
 
 /// Notifications a writer sends together, in order, in one statement of
 /// its transaction; PostgreSQL delivers them when it commits. One round trip
-/// however many there are.
+/// however many there are: [`Announcements::send`], or
+/// [`crate::storage::turns::schedule`], which also sends those that depend
+/// on whether it started a turn.
 #[derive(Default)]
 pub struct Announcements {
     channels: Vec<&'static str>,
     payloads: Vec<String>,
+    /// Per notification: [`ALWAYS`], [`IF_SCHEDULED`] or [`UNLESS_SCHEDULED`].
+    when: Vec<i16>,
 }
+
+/// Sent whatever happens.
+pub const ALWAYS: i16 = 0;
+/// Sent only if the statement that sends it started a turn.
+pub const IF_SCHEDULED: i16 = 1;
+/// Sent only if it did not.
+pub const UNLESS_SCHEDULED: i16 = 2;
 
 impl Announcements {
     /// A stored item, to agents, and to the customer's sockets if it is
@@ -227,13 +238,41 @@ impl Announcements {
         self.push(WORK_CHANNEL, TURN_DUE.to_owned())
     }
 
+    /// What `add` adds goes out only if [`crate::storage::turns::schedule`],
+    /// which sends these, starts a turn.
+    pub fn if_scheduled(self, add: impl FnOnce(Self) -> Self) -> Self {
+        self.only(IF_SCHEDULED, add)
+    }
+
+    /// What `add` adds goes out only if it does not.
+    pub fn unless_scheduled(self, add: impl FnOnce(Self) -> Self) -> Self {
+        self.only(UNLESS_SCHEDULED, add)
+    }
+
+    fn only(self, when: i16, add: impl FnOnce(Self) -> Self) -> Self {
+        let from = self.when.len();
+        let mut this = add(self);
+        this.when[from..].fill(when);
+        this
+    }
+
     fn push(mut self, channel: &'static str, payload: String) -> Self {
         self.channels.push(channel);
         self.payloads.push(payload);
+        self.when.push(ALWAYS);
         self
     }
 
+    /// The notifications, in order: channels, payloads, and when each goes.
+    pub fn into_parts(self) -> (Vec<&'static str>, Vec<String>, Vec<i16>) {
+        (self.channels, self.payloads, self.when)
+    }
+
+    /// Sends them all (whether a turn was scheduled does not apply here).
     pub async fn send(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        if self.channels.is_empty() {
+            return Ok(());
+        }
         // pg_notify is volatile, so it is evaluated after the sort: in order.
         sqlx::query(
             "SELECT pg_notify(n.channel, n.payload)

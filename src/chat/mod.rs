@@ -215,13 +215,13 @@ pub async fn receive_customer_message(
             .ok_or(sqlx::Error::RowNotFound)?;
         return Ok(Received::Duplicate(original));
     };
-    let mut announce = hub::Announcements::default().message(&message);
-    if turns::schedule(&mut tx, conversation_id).await? {
-        announce = announce
-            .status(conversation_id, AssistantStatus::Thinking)
-            .wake_workers();
-    }
-    announce.send(&mut tx).await?;
+    let announce = hub::Announcements::default()
+        .message(&message)
+        .if_scheduled(|a| {
+            a.status(conversation_id, AssistantStatus::Thinking)
+                .wake_workers()
+        });
+    turns::schedule(&mut tx, conversation_id, announce).await?;
     tx.commit().await?;
     Ok(Received::New(message))
 }

@@ -8,6 +8,7 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{on_kept, Kept, NO_FLUSH_WAIT};
+use crate::{conversation::State, hub};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
@@ -43,10 +44,19 @@ const TURN_COLUMNS: &str =
     "id, conversation_id, status, first_seq, last_seq, response_id, attempts, created_at, started_at";
 
 /// Starts a turn for the customer messages no turn has taken yet, unless one
-/// is active or a person owns the conversation. Call with the conversation
-/// locked. Returns whether it did.
-pub async fn schedule(conn: &mut PgConnection, conversation_id: Uuid) -> Result<bool, sqlx::Error> {
-    let scheduled: Option<i64> = sqlx::query_scalar(
+/// is active or a person owns the conversation, and sends `announce` in the
+/// same statement: those of its notifications that depend on whether a
+/// turn was started as that says ([`hub::Announcements::if_scheduled`]).
+/// Call with the conversation locked. Returns whether it started one.
+pub async fn schedule(
+    conn: &mut PgConnection,
+    conversation_id: Uuid,
+    announce: hub::Announcements,
+) -> Result<bool, sqlx::Error> {
+    let (channels, payloads, when) = announce.into_parts();
+    // pg_notify is volatile, so it is evaluated after the sort: in order.
+    // (`sent` runs because the last line reads it.)
+    sqlx::query_scalar(
         "WITH waiting AS (
              SELECT c.ai_cursor, max(m.seq) AS last
              FROM conversations c
@@ -60,15 +70,29 @@ pub async fn schedule(conn: &mut PgConnection, conversation_id: Uuid) -> Result<
                  SELECT 1 FROM turns WHERE conversation_id = $1 AND status IN ('pending', 'in_flight')
              )
              RETURNING last_seq
+         ), scheduled AS (
+             UPDATE conversations SET ai_cursor = created.last_seq FROM created
+             WHERE conversations.id = $1 RETURNING ai_cursor
+         ), outcome AS (
+             SELECT EXISTS (SELECT 1 FROM scheduled) AS yes
+         ), sent AS (
+             SELECT pg_notify(n.channel, n.payload)
+             FROM outcome,
+                  unnest($3::text[], $4::text[], $5::int2[]) WITH ORDINALITY AS n(channel, payload, branch, i)
+             WHERE n.branch = $6 OR (n.branch = $7) = outcome.yes
+             ORDER BY n.i
          )
-         UPDATE conversations SET ai_cursor = created.last_seq FROM created
-         WHERE conversations.id = $1 RETURNING ai_cursor",
+         SELECT outcome.yes FROM outcome WHERE (SELECT count(*) FROM sent) >= 0",
     )
     .bind(conversation_id)
     .bind(Uuid::now_v7())
-    .fetch_optional(conn)
-    .await?;
-    Ok(scheduled.is_some())
+    .bind(channels)
+    .bind(payloads)
+    .bind(when)
+    .bind(hub::ALWAYS)
+    .bind(hub::IF_SCHEDULED)
+    .fetch_one(conn)
+    .await
 }
 
 pub async fn has_active(pool: &PgPool, conversation_id: Uuid) -> Result<bool, sqlx::Error> {
@@ -129,9 +153,18 @@ async fn claim_pending_on(
 }
 
 /// OpenAI accepted the turn's response. If a webhook already finished the
-/// turn (it can overtake the create call), only the id is filled in.
+/// turn (it can overtake the create call), only the id is filled in. Safe
+/// to run twice, so it goes through the worker's kept connection.
 pub async fn mark_in_flight(
-    pool: &PgPool,
+    kept: &mut Kept,
+    turn_id: Uuid,
+    response_id: &str,
+) -> Result<(), sqlx::Error> {
+    on_kept!(kept, |conn| mark_in_flight_on(conn, turn_id, response_id))
+}
+
+async fn mark_in_flight_on(
+    conn: &mut PgConnection,
     turn_id: Uuid,
     response_id: &str,
 ) -> Result<(), sqlx::Error> {
@@ -145,7 +178,7 @@ pub async fn mark_in_flight(
     )
     .bind(turn_id)
     .bind(response_id)
-    .execute(pool)
+    .execute(conn)
     .await?;
     Ok(())
 }
@@ -189,24 +222,43 @@ pub async fn find_by_response(
     .await
 }
 
-/// Ends the turn, unless it has ended already (or does not exist): then
-/// `None`. Takes the turn's row lock, so call it with the conversation
-/// locked. Returns how long the customer has waited so far: seconds since
-/// the first message the turn answers.
+/// A turn [`finish`] ended.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Finished {
+    pub conversation_id: Uuid,
+    /// The conversation's state, read under its row lock.
+    pub state: State,
+    /// How long the customer has waited, from the turn's first message.
+    pub waited: Option<f64>,
+}
+
+/// Ends a turn that is still open (`None` if there is no such turn or it
+/// has ended already). Locks its conversation first, then the turn, the
+/// order every writer follows, both held until the transaction ends: in
+/// one statement, since the update joins the locked conversation.
 pub async fn finish(
     conn: &mut PgConnection,
     turn_id: Uuid,
     status: TurnStatus,
     response_id: Option<&str>,
     error: Option<&str>,
-) -> Result<Option<Option<f64>>, sqlx::Error> {
-    sqlx::query_scalar(
-        "UPDATE turns SET status = $2, response_id = COALESCE(response_id, $3), last_error = $4,
-             finished_at = now(), claimed_until = NULL
-         WHERE id = $1 AND status IN ('pending', 'in_flight')
-         RETURNING (SELECT EXTRACT(EPOCH FROM clock_timestamp() - m.created_at)::float8
-                    FROM messages m
-                    WHERE m.conversation_id = turns.conversation_id AND m.seq = turns.first_seq)",
+) -> Result<Option<Finished>, sqlx::Error> {
+    sqlx::query_as(
+        "WITH locked AS (
+             SELECT c.id, c.state FROM conversations c JOIN turns t ON t.conversation_id = c.id
+             WHERE t.id = $1 FOR UPDATE OF c
+         ), ended AS (
+             UPDATE turns SET status = $2, response_id = COALESCE(response_id, $3), last_error = $4,
+                 finished_at = now(), claimed_until = NULL
+             FROM locked
+             WHERE turns.id = $1 AND turns.conversation_id = locked.id
+               AND turns.status IN ('pending', 'in_flight')
+             RETURNING (SELECT EXTRACT(EPOCH FROM clock_timestamp() - m.created_at)::float8
+                        FROM messages m
+                        WHERE m.conversation_id = turns.conversation_id AND m.seq = turns.first_seq)
+                 AS waited
+         )
+         SELECT locked.id AS conversation_id, locked.state, ended.waited FROM locked, ended",
     )
     .bind(turn_id)
     .bind(status)

@@ -39,10 +39,22 @@ enum ProcessError {
 
 /// Processes claimed events side by side, then records all their outcomes
 /// in one statement. Their metrics follow, once the outcomes are stored.
+/// The first event's writes go through the worker's kept connection, the
+/// others' through connections of their own.
 pub(super) async fn process_batch(state: &AppState, conn: &mut Kept, events: Vec<Event>) {
     let started = std::time::Instant::now();
-    let verdicts =
-        futures::future::join_all(events.into_iter().map(|event| process(state, event))).await;
+    let mut others: Vec<Kept> = (1..events.len())
+        .map(|_| Kept::new(state.pool.clone()))
+        .collect();
+    let connections = std::iter::once(&mut *conn).chain(others.iter_mut());
+    let verdicts = futures::future::join_all(
+        events
+            .into_iter()
+            .zip(connections)
+            .map(|(event, kept)| process(state, kept, event)),
+    )
+    .await;
+    drop(others);
     if let Err(e) = inbox::settle(conn, &verdicts).await {
         // The leases run out and other workers retry them.
         tracing::error!(error = %e, events = verdicts.len(), "could not record the events' outcomes");
@@ -63,8 +75,8 @@ pub(super) async fn process_batch(state: &AppState, conn: &mut Kept, events: Vec
     event_type = %event.event_type,
     request_id = event.request_id.as_deref().unwrap_or("-"),
 ))]
-async fn process(state: &AppState, event: Event) -> (String, Verdict) {
-    let verdict = match handle(state, &event).await {
+async fn process(state: &AppState, kept: &mut Kept, event: Event) -> (String, Verdict) {
+    let verdict = match handle(state, kept, &event).await {
         Ok(()) => Verdict::Processed,
         Err(e) => {
             let permanent = match &e {
@@ -95,7 +107,7 @@ async fn process(state: &AppState, event: Event) -> (String, Verdict) {
     (event.webhook_id, verdict)
 }
 
-async fn handle(state: &AppState, event: &Event) -> Result<(), ProcessError> {
+async fn handle(state: &AppState, kept: &mut Kept, event: &Event) -> Result<(), ProcessError> {
     let response_id = event.payload.0["data"]["id"]
         .as_str()
         .ok_or(ProcessError::NoResponseId)?;
@@ -115,6 +127,6 @@ async fn handle(state: &AppState, event: &Event) -> Result<(), ProcessError> {
         tracing::info!(response_id, "response is not one of ours; ignored");
         return Ok(());
     };
-    finish_from_response(state, turn_id, &response).await?;
+    finish_from_response(state, kept, turn_id, &response).await?;
     Ok(())
 }

@@ -7,7 +7,10 @@ use super::turns::{finish_from_response, finish_turn, TurnEnd, TurnError};
 use crate::{
     ai::Outcome,
     state::AppState,
-    storage::turns::{self, Turn},
+    storage::{
+        turns::{self, Turn},
+        Kept,
+    },
 };
 
 /// Turns looked at per round, per instance.
@@ -51,7 +54,13 @@ async fn reconcile(state: &AppState, turn: Turn) {
     let result = match state.ai.fetch_response(response_id).await {
         Ok(response) if response.outcome != Outcome::Running => {
             tracing::info!(outcome = ?response.outcome, "webhook missing; finishing the turn from the response");
-            finish_from_response(state, turn.id, &response).await
+            finish_from_response(
+                state,
+                &mut Kept::new(state.pool.clone()),
+                turn.id,
+                &response,
+            )
+            .await
         }
         Ok(_) if past_deadline => {
             tracing::warn!(?running_for, "response past its deadline; cancelling it");
@@ -91,6 +100,7 @@ async fn reconcile(state: &AppState, turn: Turn) {
 async fn give_up(state: &AppState, turn: &Turn, problem: &str) -> Result<(), TurnError> {
     Ok(finish_turn(
         state,
+        &mut Kept::new(state.pool.clone()),
         turn.id,
         TurnEnd::failed(turn.response_id.as_deref(), problem),
     )

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::PgConnection;
+use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
 use super::backoff;
@@ -15,7 +15,9 @@ use crate::{
     state::AppState,
     storage::{
         conversations::{self, Message, NewMessage, Role},
+        on_kept,
         turns::{self, Claimed, TurnStatus},
+        Kept,
     },
 };
 
@@ -72,8 +74,8 @@ impl<'a> TurnEnd<'a> {
 /// `Retry-After` asks) until the start budget is spent; then the customer is
 /// told a person will take over.
 #[tracing::instrument(skip_all, fields(turn_id = %claimed.turn.id, conversation_id = %claimed.turn.conversation_id))]
-pub(super) async fn start(state: &AppState, claimed: Claimed) {
-    let Err(e) = try_start(state, &claimed).await else {
+pub(super) async fn start(state: &AppState, conn: &mut Kept, claimed: Claimed) {
+    let Err(e) = try_start(state, conn, &claimed).await else {
         return;
     };
     let turn = claimed.turn;
@@ -96,12 +98,12 @@ pub(super) async fn start(state: &AppState, claimed: Claimed) {
     }
     tracing::error!(error = %e, attempts = turn.attempts, "giving up on the AI turn");
     let problem = e.to_string();
-    if let Err(e) = finish_turn(state, turn.id, TurnEnd::failed(None, &problem)).await {
+    if let Err(e) = finish_turn(state, conn, turn.id, TurnEnd::failed(None, &problem)).await {
         tracing::error!(error = %e, "could not record the failed turn; the lease will expire");
     }
 }
 
-async fn try_start(state: &AppState, claimed: &Claimed) -> Result<(), TurnError> {
+async fn try_start(state: &AppState, conn: &mut Kept, claimed: &Claimed) -> Result<(), TurnError> {
     let turn = &claimed.turn;
     let conversation_id = turn.conversation_id;
     let openai_conversation = match &claimed.openai_conversation_id {
@@ -121,7 +123,7 @@ async fn try_start(state: &AppState, claimed: &Claimed) -> Result<(), TurnError>
             turn.id,
         )
         .await?;
-    turns::mark_in_flight(&state.pool, turn.id, &response_id).await?;
+    turns::mark_in_flight(conn, turn.id, &response_id).await?;
     tracing::info!(response_id, "AI turn started");
     Ok(())
 }
@@ -132,25 +134,38 @@ async fn try_start(state: &AppState, claimed: &Claimed) -> Result<(), TurnError>
 /// transaction is rolled back). If a person took the conversation over
 /// meanwhile, the AI's output is kept as an internal item and the customer
 /// sees nothing of it.
+///
+/// Runs on `kept` (a worker's kept connection: no pool pings), once more
+/// on a fresh connection if the kept one turns out to be gone, which is
+/// safe since a turn that has ended is left alone.
 pub async fn finish_turn(
     state: &AppState,
+    kept: &mut Kept,
     turn_id: Uuid,
     end: TurnEnd<'_>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = state.pool.begin().await?;
-    // Conversation first, then turn: the lock order every writer follows.
-    let Some((conversation_id, who_speaks)) = conversation::lock_for_turn(&mut tx, turn_id).await?
-    else {
-        return Ok(());
-    };
-    let Some(waited) =
+    on_kept!(kept, |conn| finish_on(state, conn, turn_id, &end))
+}
+
+async fn finish_on(
+    state: &AppState,
+    conn: &mut PgConnection,
+    turn_id: Uuid,
+    end: &TurnEnd<'_>,
+) -> Result<(), sqlx::Error> {
+    let mut tx = conn.begin().await?;
+    let Some(finished) =
         turns::finish(&mut tx, turn_id, end.status, end.response_id, end.problem).await?
     else {
         return Ok(());
     };
+    let (conversation_id, who_speaks) = (finished.conversation_id, finished.state);
     let ended = Instant::now();
 
+    // Notifications go out in `seq` order: the items stored, then whatever
+    // follows them.
     let mut stored = Vec::new();
+    let mut announce = hub::Announcements::default();
     for reply in end.replies {
         let mut new = NewMessage::public(conversation_id, Role::Assistant, &reply.text);
         new.internal = !who_speaks.ai_speaks();
@@ -158,7 +173,9 @@ pub async fn finish_turn(
         new.turn_id = Some(turn_id);
         // The turn row lock makes this the only writer of these items; a
         // conflict means the data is inconsistent, so undo everything.
-        stored.push(append_and_publish(&mut tx, new).await?);
+        let message = append(&mut tx, new).await?;
+        announce = announce.message(&message);
+        stored.push(message);
     }
     let mut handed_over = false;
     if who_speaks.ai_speaks() {
@@ -177,8 +194,12 @@ pub async fn finish_turn(
         if let Some((action, actor, text, reason)) = handover {
             let mut new = NewMessage::public(conversation_id, Role::System, text);
             new.turn_id = Some(turn_id);
-            stored.push(append_and_publish(&mut tx, new).await?);
+            let message = append(&mut tx, new).await?;
+            announce = announce.message(&message);
+            stored.push(message);
             if who_speaks == State::Bot {
+                // The change of state announces its own item: after these.
+                std::mem::take(&mut announce).send(&mut tx).await?;
                 conversation::transition(&mut tx, conversation_id, action, actor, reason)
                     .await
                     .map_err(into_sqlx)?;
@@ -186,17 +207,18 @@ pub async fn finish_turn(
             }
         }
     }
-    let announce = if turns::schedule(&mut tx, conversation_id).await? {
-        hub::Announcements::default()
-            .status(conversation_id, AssistantStatus::Thinking)
-            .wake_workers()
-    } else {
-        hub::Announcements::default().status(conversation_id, AssistantStatus::Idle)
-    };
-    announce.send(&mut tx).await?;
+    let announce = announce
+        .if_scheduled(|a| {
+            a.status(conversation_id, AssistantStatus::Thinking)
+                .wake_workers()
+        })
+        .unless_scheduled(|a| a.status(conversation_id, AssistantStatus::Idle));
+    turns::schedule(&mut tx, conversation_id, announce).await?;
     tx.commit().await?;
     tracing::info!(%turn_id, status = ?end.status, messages = stored.len(), "AI turn finished");
-    let waited = waited.map(|secs| Duration::from_secs_f64(secs.max(0.0)) + ended.elapsed());
+    let waited = finished
+        .waited
+        .map(|secs| Duration::from_secs_f64(secs.max(0.0)) + ended.elapsed());
     crate::observe::turn_finished(state, end.status, waited);
     if handed_over {
         state.metrics.handoff();
@@ -204,17 +226,11 @@ pub async fn finish_turn(
     Ok(())
 }
 
-/// Stores an item and announces it at once, so that notifications go out in
-/// `seq` order whatever is stored next (a change of state, say).
-async fn append_and_publish(
-    conn: &mut PgConnection,
-    new: NewMessage<'_>,
-) -> Result<Message, sqlx::Error> {
-    let message = conversations::append(&mut *conn, new)
+/// Stores an item; a conflict (it is stored already) undoes the transaction.
+async fn append(conn: &mut PgConnection, new: NewMessage<'_>) -> Result<Message, sqlx::Error> {
+    conversations::append(conn, new)
         .await?
-        .ok_or(sqlx::Error::RowNotFound)?;
-    hub::publish_message(conn, &message).await?;
-    Ok(message)
+        .ok_or(sqlx::Error::RowNotFound)
 }
 
 /// The state was read under the same lock, so only the database can fail.
@@ -238,6 +254,7 @@ const HANDOFF_OUTPUT: &str =
 /// finds its output.
 pub(super) async fn finish_from_response(
     state: &AppState,
+    kept: &mut Kept,
     turn_id: Uuid,
     response: &FetchedResponse,
 ) -> Result<(), TurnError> {
@@ -265,7 +282,7 @@ pub(super) async fn finish_from_response(
         problem: response.problem.as_deref(),
         handoff: response.handoff.as_ref().map(|h| h.reason.as_str()),
     };
-    Ok(finish_turn(state, turn_id, end).await?)
+    Ok(finish_turn(state, kept, turn_id, end).await?)
 }
 
 /// What the customer reads when a turn produced no answer.

@@ -91,12 +91,15 @@ async fn messages_sent_while_a_response_is_in_flight_go_together_in_the_next_tur
 
     socket.send_message("m-1", "first question").await;
     let first_response = next_created(&mut created).await;
+    socket.next_status("thinking").await;
     for (id, text) in [("m-2", "second"), ("m-3", "third"), ("m-4", "fourth")] {
         socket.send_message(id, text).await;
-        let stored = socket
-            .next_where(id, |f| f["type"] == "message" && f["client_id"] == id)
+        let frames = socket
+            .frames_until(|f| f["type"] == "message" && f["client_id"] == id)
             .await;
-        assert_eq!(stored["text"], text);
+        assert_eq!(frames.last().unwrap()["text"], text);
+        // No turn started, so no change of the assistant's status either.
+        assert!(frames.iter().all(|f| f["type"] != "status"), "{frames:?}");
     }
     assert_eq!(
         app.sim_requests("POST", "/v1/responses").await.len(),
@@ -116,6 +119,11 @@ async fn messages_sent_while_a_response_is_in_flight_go_together_in_the_next_tur
         reply["text"].as_str().unwrap().contains("first question"),
         "{reply}"
     );
+    // The turn that ends starts the next: still thinking, never idle between.
+    let status = socket
+        .next_where("a status", |f| f["type"] == "status")
+        .await;
+    assert_eq!(status["assistant"], "thinking", "{status}");
 
     // The end of the first turn starts the next, carrying all three.
     let second_response = next_created(&mut created).await;
