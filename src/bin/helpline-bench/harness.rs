@@ -181,6 +181,11 @@ impl Sim {
         for name in GENEROUS_LIMITS {
             env.push((name.into(), "1000000".into()));
         }
+        // Settings of the caller's own (`HELPLINE_WORKERS=8`, say) win.
+        env.extend(
+            std::env::vars()
+                .filter(|(name, _)| name.starts_with("HELPLINE_") && name != "HELPLINE_BIND"),
+        );
         env
     }
 }
@@ -314,6 +319,54 @@ pub fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Ok(Duration::from_secs_f64(ticks as f64 / per_second))
+}
+
+/// CPU time used since it was started by this process (Helpline in
+/// process, the simulator and the load's clients) and by PostgreSQL: every
+/// process named `postgres` on the machine (the private cluster's server and
+/// backends; with `DATABASE_URL`, whatever server runs here).
+pub struct CpuMeter {
+    own: Duration,
+    postgres: std::collections::HashMap<u32, Duration>,
+}
+
+impl CpuMeter {
+    pub fn start() -> Self {
+        Self {
+            own: cpu_time_of(std::process::id()).unwrap_or_default(),
+            postgres: postgres_cpu(),
+        }
+    }
+
+    /// (this process, PostgreSQL) since the start. A PostgreSQL process that
+    /// ended meanwhile is not counted; pooled backends live throughout.
+    pub fn used(&self) -> (Duration, Duration) {
+        let own = cpu_time_of(std::process::id())
+            .unwrap_or_default()
+            .saturating_sub(self.own);
+        let postgres = postgres_cpu()
+            .into_iter()
+            .map(|(pid, now)| {
+                now.saturating_sub(self.postgres.get(&pid).copied().unwrap_or_default())
+            })
+            .sum();
+        (own, postgres)
+    }
+}
+
+fn postgres_cpu() -> std::collections::HashMap<u32, Duration> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter_map(|pid| Some((pid, cpu_time_of(pid).ok()?)))
+        .collect()
 }
 
 /// The `serve` mode: one Helpline instance configured from the environment,

@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use crate::{
     harness::{
-        self, completed_event, create_visitors, ms, ratio, Customer, Instance, Samples, Sim, Table,
-        PATIENCE, STATEMENTS,
+        self, completed_event, create_visitors, ms, ratio, CpuMeter, Customer, Instance, Samples,
+        Sim, Table, PATIENCE, STATEMENTS,
     },
     Bench,
 };
@@ -67,9 +67,12 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
             "p99 ms",
             "max ms",
             "statements/turn",
+            "CPU ms/turn: this process",
+            "CPU ms/turn: PostgreSQL",
             "baseline p50 ms",
             "baseline p99 ms",
             "p99 ratio",
+            "baseline PostgreSQL CPU ms/insert",
         ],
     );
     let mut profile = Vec::new();
@@ -78,16 +81,20 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     for &rate in sizes.rates {
         harness::reset_statements();
         let max_turns = (rate * sizes.duration.as_secs_f64()).ceil() as usize;
+        let cpu = CpuMeter::start();
         let run = conversations
             .run_at(rate, max_turns, sizes.duration)
             .await?;
         slow_notes.extend(run.slow_note(rate));
         let (mut latency, secs) = (run.latency, run.secs);
+        let (own_cpu, pg_cpu) = cpu.used();
         let statements = STATEMENTS.load(std::sync::atomic::Ordering::Relaxed);
         profile = harness::statement_profile();
         let turns = latency.len();
         profiled_turns = turns;
+        let cpu = CpuMeter::start();
         let (mut base, _) = baseline(&instance, rate, max_turns, sizes.duration).await?;
+        let base_pg_cpu = cpu.used().1;
         let p99 = latency.p99();
         table.row(vec![
             format!("{rate:.0}"),
@@ -97,9 +104,12 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
             ms(p99),
             ms(latency.max()),
             format!("{:.1}", statements as f64 / turns.max(1) as f64),
+            cpu_ms_each(own_cpu, turns),
+            cpu_ms_each(pg_cpu, turns),
             ms(base.p50()),
             ms(base.p99()),
             ratio(p99.as_secs_f64(), base.p99().as_secs_f64()),
+            cpu_ms_each(base_pg_cpu, base.len()),
         ]);
     }
     let turns = profiled_turns;
@@ -107,6 +117,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     for note in slow_notes {
         table.note(note);
     }
+    table.note("CPU: user and system time while the turns ran, divided by the turns: of this process (Helpline, the simulator and the load's clients, all in process) and of PostgreSQL's processes (every process named `postgres` on the machine). The baseline's column is PostgreSQL's CPU per insert: a turn's database work counted in single-row inserts.");
     table.note("Statements: every statement this process sent while the turns ran (sqlx's statement log, BEGIN and COMMIT included; the pool's pings of a connection, before handing it out and after taking it back, are not logged), divided by the turns. Workers' idle polls fall in the same window.");
     table.print();
 
@@ -129,6 +140,11 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     instance.stop().await;
     bench.server.drop_database(&db).await;
     Ok(())
+}
+
+/// CPU time per item, in milliseconds.
+fn cpu_ms_each(cpu: Duration, n: usize) -> String {
+    format!("{:.2}", cpu.as_secs_f64() * 1000.0 / n.max(1) as f64)
 }
 
 /// Scenario 2's load, ready to run: a fresh database, the simulator, one
