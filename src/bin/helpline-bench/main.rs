@@ -23,7 +23,8 @@ use harness::Server;
 #[derive(Parser)]
 #[command(
     name = "helpline-bench",
-    about = "Benchmarks Helpline on this machine and prints one table per scenario"
+    about = "Benchmarks Helpline on this machine and prints one table per scenario",
+    after_help = "Environment: DATABASE_URL runs against that server instead of a private cluster; HELPLINE_* variables override the settings of every instance it starts (HELPLINE_WORKERS=16, say). BENCHMARKS.md says what each figure is."
 )]
 struct Cli {
     /// Scenarios to run (`serve` is internal: one instance as a child process).
