@@ -268,8 +268,13 @@ impl Announcements {
         (self.channels, self.payloads, self.when)
     }
 
-    /// Sends them all (whether a turn was scheduled does not apply here).
+    /// Sends them all. Only [`crate::storage::turns::schedule`] knows
+    /// whether a turn was scheduled: conditional ones are not for this.
     pub async fn send(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+        debug_assert!(
+            self.when.iter().all(|&w| w == ALWAYS),
+            "conditional notifications go through turns::schedule"
+        );
         if self.channels.is_empty() {
             return Ok(());
         }
