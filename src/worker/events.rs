@@ -54,6 +54,7 @@ pub(super) async fn process_batch(state: &AppState, conn: &mut Kept, events: Vec
             .map(|(event, kept)| process(state, kept, event)),
     )
     .await;
+    // Their connections go back to the pool before the outcome statement.
     drop(others);
     if let Err(e) = inbox::settle(conn, &verdicts).await {
         // The leases run out and other workers retry them.
