@@ -189,26 +189,23 @@ pub async fn receive_customer_message(
     client_id: &str,
     text: &str,
 ) -> Result<Received, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // A resolved conversation opens again when the customer writes.
-    if conversation::lock_state(&mut tx, conversation_id).await? == conversation::State::Resolved {
-        let reopened = conversation::transition(
-            &mut tx,
-            conversation_id,
-            Action::CustomerReturned,
-            Actor::Customer,
-            None,
-        )
-        .await;
-        if let Err(TransitionError::Database(e)) = reopened {
-            return Err(e);
-        }
-    }
-    let new = NewMessage {
+    let new = || NewMessage {
         client_id: Some(client_id),
         ..NewMessage::public(conversation_id, Role::Customer, text)
     };
-    let Some(message) = conversations::append(&mut tx, new).await? else {
+    let mut tx = pool.begin().await?;
+    // Storing the message takes the conversation's lock: the statement that
+    // schedules a turn, next, sees every turn that ended before it.
+    let mut stored = conversations::append_unless_resolved(&mut tx, new()).await?;
+    if stored.is_none() {
+        // Resolved, or that client_id was stored before: the long way, which
+        // first opens a resolved conversation again (the customer is back).
+        tx.rollback().await?;
+        tx = pool.begin().await?;
+        reopen_if_resolved(&mut tx, conversation_id).await?;
+        stored = conversations::append(&mut tx, new()).await?;
+    }
+    let Some(message) = stored else {
         tx.rollback().await?;
         let original = conversations::find_by_client_id(pool, conversation_id, client_id)
             .await?
@@ -224,4 +221,26 @@ pub async fn receive_customer_message(
     turns::schedule(&mut tx, conversation_id, announce).await?;
     tx.commit().await?;
     Ok(Received::New(message))
+}
+
+/// Locks the conversation; if it is resolved, opens it again.
+async fn reopen_if_resolved(
+    conn: &mut sqlx::PgConnection,
+    conversation_id: Uuid,
+) -> Result<(), sqlx::Error> {
+    if conversation::lock_state(&mut *conn, conversation_id).await? == conversation::State::Resolved
+    {
+        let reopened = conversation::transition(
+            conn,
+            conversation_id,
+            Action::CustomerReturned,
+            Actor::Customer,
+            None,
+        )
+        .await;
+        if let Err(TransitionError::Database(e)) = reopened {
+            return Err(e);
+        }
+    }
+    Ok(())
 }

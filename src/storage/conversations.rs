@@ -185,13 +185,32 @@ pub async fn append(
     conn: &mut PgConnection,
     m: NewMessage<'_>,
 ) -> Result<Option<Message>, sqlx::Error> {
+    append_where(conn, m, false).await
+}
+
+/// [`append`], unless the conversation is resolved: then nothing is stored
+/// and the result is `None` too. Taking the row lock is part of the
+/// statement, so a customer's message needs no statement to lock first.
+pub async fn append_unless_resolved(
+    conn: &mut PgConnection,
+    m: NewMessage<'_>,
+) -> Result<Option<Message>, sqlx::Error> {
+    append_where(conn, m, true).await
+}
+
+async fn append_where(
+    conn: &mut PgConnection,
+    m: NewMessage<'_>,
+    unless_resolved: bool,
+) -> Result<Option<Message>, sqlx::Error> {
     sqlx::query_as(&format!(
         "WITH next AS (
              UPDATE conversations SET
                  last_seq = last_seq + CASE WHEN $9 THEN 0 ELSE 1 END,
                  last_agent_seq = last_agent_seq + 1,
                  updated_at = now()
-             WHERE id = $2 RETURNING last_seq, last_agent_seq
+             WHERE id = $2 AND NOT ($12 AND state = 'resolved')
+             RETURNING last_seq, last_agent_seq
          )
          INSERT INTO messages (id, conversation_id, seq, agent_seq, role, body, client_id,
                                openai_item_id, turn_id, internal, author_agent_id, author_name, event)
@@ -212,6 +231,7 @@ pub async fn append(
     .bind(m.internal)
     .bind(m.author_name)
     .bind(m.event.map(sqlx::types::Json))
+    .bind(unless_resolved)
     .fetch_optional(conn)
     .await
 }
