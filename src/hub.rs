@@ -345,7 +345,7 @@ pub async fn listen(
                 // anyway, and a worker that looks at the database drains it
                 // before it waits).
                 Ok(Some(n)) if n.channel() == WORK_CHANNEL && n.payload() == TURN_DUE => {
-                    work.turns.notify_one()
+                    work.turn_due()
                 }
                 Ok(Some(n)) if n.channel() == WORK_CHANNEL => work.any.notify_one(),
                 Ok(Some(n)) => handle_frame(&pool, &hub, n.payload()),

@@ -14,7 +14,7 @@ use std::{
 };
 
 use chrono::{DateTime, Utc};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::{
     state::AppState,
@@ -29,16 +29,43 @@ pub use turns::finish_turn;
 /// its own response.
 pub const EVENT_BATCH: usize = 8;
 
-/// How this instance's worker loops are woken: `notify_one`, one idle loop
-/// per wake-up (or the next to wait). Events handed in memory wake them
-/// through [`crate::storage::inbox::Recorder::handed`].
-#[derive(Default)]
+/// How this instance's worker loops are woken: one idle loop per wake-up
+/// (or the next to wait). Events handed in memory wake them through
+/// [`crate::storage::inbox::Recorder::handed`].
 pub struct Wakeups {
-    /// Any job may be waiting: look everywhere. A `helpline_work`
-    /// notification, events the recorder queued in the database.
+    /// Any job may be waiting: look everywhere (`notify_one`). A
+    /// `helpline_work` notification, events the recorder queued in the
+    /// database.
     pub any: Arc<Notify>,
-    /// A turn is due: a `helpline_work` notification for one.
-    pub turns: Notify,
+    /// Turns due, counted: one permit per `helpline_work` notification for
+    /// a turn ([`Wakeups::turn_due`]). While every loop is busy a burst of
+    /// turns leaves as many permits, so a loop that has started one turn
+    /// knows whether another is waiting instead of looking to find out.
+    turns: Semaphore,
+}
+
+impl Default for Wakeups {
+    fn default() -> Self {
+        Self {
+            any: Arc::default(),
+            turns: Semaphore::new(0),
+        }
+    }
+}
+
+impl Wakeups {
+    /// A turn fell due (a notification said so): one loop looks for it.
+    pub fn turn_due(&self) {
+        self.turns.add_permits(1);
+    }
+
+    /// Takes a turn's wake-up if one is waiting.
+    fn take_turn(&self) -> bool {
+        self.turns
+            .try_acquire()
+            .map(|permit| permit.forget())
+            .is_ok()
+    }
 }
 
 /// How long a claimed job is ours before another worker may take it over
@@ -91,7 +118,10 @@ async fn run(state: AppState) {
         // on the branch `select!` drops is passed on to another waiter.)
         look = tokio::select! {
             _ = state.receipts.handed() => Look::Handed,
-            _ = work.turns.notified() => Look::Turns,
+            permit = work.turns.acquire() => {
+                permit.map(|p| p.forget()).ok();
+                Look::Turn
+            }
             _ = work.any.notified() => Look::Everywhere,
             _ = tokio::time::sleep(poll) => Look::Everywhere,
             _ = state.shutdown.cancelled() => Look::Everywhere,
@@ -105,9 +135,12 @@ enum Look {
     /// Only at the events handed to this instance's workers in memory: the
     /// wake-up said there are some, and said nothing about the database.
     Handed,
-    /// There, and at the turns due in the database: the wake-up was for a
-    /// turn, and said nothing about the event queue; or the worker has just
-    /// started a turn, and the event queue was short when it last looked.
+    /// There, and at the turns due in the database, for one turn: the
+    /// wake-up was a turn's, and said nothing about the event queue.
+    Turn,
+    /// There, and at the turns due until none is: the worker has just
+    /// started a turn that a look everywhere found (there may be more that
+    /// no wake-up stands for), and the event queue was short then.
     Turns,
     /// There too, then in the database: its event queue and pending turns
     /// (a notification for any job, events queued there, or the poll).
@@ -124,7 +157,9 @@ enum Look {
 /// [`Floor`] on): every event recorded since then has woken a worker (this
 /// one, should it have been the one notified), so the look after it would
 /// find nothing: after a turn, a worker goes on with the turns (and what is
-/// handed to it), not with the event queue it found short.
+/// handed to it), not with the event queue it found short. It goes on while
+/// turns' wake-ups are waiting, or, after a turn it found without one,
+/// until it finds none.
 async fn next_job(
     state: &AppState,
     conn: &mut Kept,
@@ -155,7 +190,13 @@ async fn next_job(
     }
     if let Some(claimed) = turn_store::claim_pending(conn, lease).await? {
         turns::start(state, conn, claimed).await;
-        return Ok(Some(Look::Turns));
+        // Each turn started uses up a wake-up, whichever turn it was for.
+        let woken = state.work.take_turn();
+        return Ok(match look {
+            Look::Turn if !woken => None,
+            Look::Turn => Some(Look::Turn),
+            _ => Some(Look::Turns),
+        });
     }
     Ok(None)
 }

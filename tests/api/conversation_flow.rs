@@ -244,6 +244,33 @@ async fn bad_frames_get_an_error_frame_and_the_socket_stays_open() {
 }
 
 #[tokio::test]
+async fn a_burst_of_turns_larger_than_the_workers_is_all_answered_without_the_poll() {
+    // Twelve customers write at once to two workers, with the poll an hour
+    // away: the wake-ups that land while both workers are busy must each
+    // still start a turn (they are counted, not merged into one).
+    let app = spawn_app_with(TestOptions {
+        env: vec![
+            ("HELPLINE_WORKER_POLL_MS", "3600000".to_owned()),
+            ("HELPLINE_WORKERS", "2".to_owned()),
+        ],
+        ..TestOptions::default()
+    })
+    .await;
+    let mut sockets = Vec::new();
+    for _ in 0..12 {
+        let visitor = app.new_visitor().await;
+        sockets.push(app.connect(&visitor, None).await);
+    }
+    for socket in &mut sockets {
+        socket.send_message("b-1", "Where is my parcel?").await;
+    }
+    for socket in &mut sockets {
+        let reply = socket.next_from("assistant").await;
+        assert_eq!(reply["seq"], 2);
+    }
+}
+
+#[tokio::test]
 async fn wake_ups_alone_carry_each_turn_without_the_workers_poll() {
     // The poll is a fallback for lost wake-ups; with it an hour away, every
     // step must be woken: the customer's message wakes a worker for its
