@@ -328,7 +328,7 @@ async fn doctor_says_what_to_fix_in_a_broken_setup() {
     for expected in [
         "FAIL  database: reachable, but ",
         "migration(s) not applied yet (0001_core, ",
-        "0006_queue_fillfactor): start this version of Helpline once",
+        "0006_queue_fillfactor, 0007_lighter_message_writes): start this version of Helpline once",
         "FAIL  OpenAI: OpenAI refused the API key (401",
         "check OPENAI_API_KEY",
         &format!(
