@@ -76,21 +76,29 @@ pub(super) async fn upgrade(
         .on_upgrade(move |socket| tasks.track_future(serve(socket, state)))
 }
 
+/// A socket's three tasks (this one, the reader and the writer) each keep
+/// their future, at its largest, for the socket's whole life: the deep
+/// steps that run once or now and then (the handshake, the welcome, storing
+/// a message, catching up) are boxed, so their database futures take memory
+/// only while they run (6.2 KB of futures per socket before, 3.5 KB after:
+/// BENCHMARKS.md, scenario 3).
 async fn serve(mut socket: WebSocket, state: AppState) {
-    let Some((visitor, conversation_id, after_seq)) = handshake(&mut socket, &state).await else {
+    let Some((visitor, conversation_id, after_seq)) =
+        Box::pin(handshake(&mut socket, &state)).await
+    else {
         return;
     };
     let Some(_slot) = state.limits.open_socket(visitor) else {
         state.metrics.rate_limited("sockets_per_visitor");
         state.metrics.socket_closed_for("too_many_sockets");
         let max = state.limits.config.sockets_per_visitor;
-        refuse(
+        Box::pin(refuse(
             &mut socket,
             FrameError::new(
                 "too_many_sockets",
                 format!("this visitor already has {max} open sockets; close one"),
             ),
-        )
+        ))
         .await;
         return;
     };
@@ -105,7 +113,7 @@ async fn serve(mut socket: WebSocket, state: AppState) {
         last_seq: 0,
         metrics: state.metrics.clone(),
     };
-    if let Err(e) = writer.welcome(after_seq).await {
+    if let Err(e) = Box::pin(writer.welcome(after_seq)).await {
         tracing::debug!(error = %e, "socket closed during welcome");
         return;
     }
@@ -313,8 +321,13 @@ async fn read_frames(
                 "hello was already received",
             )),
             Ok(ClientFrame::Message { client_id, text }) => {
-                match receive_customer_message(&pool, conversation_id, &client_id, text.trim())
-                    .await
+                match Box::pin(receive_customer_message(
+                    &pool,
+                    conversation_id,
+                    &client_id,
+                    text.trim(),
+                ))
+                .await
                 {
                     Ok(Received::New(m)) => Delivery::Message {
                         seq: m.seq.unwrap_or_default(),
@@ -455,7 +468,7 @@ impl Writer {
     /// open and the listener's resync, which follows every reconnect to the
     /// database, fills the gap later.
     async fn catch_up_or_wait(&mut self) -> Result<(), WriteError> {
-        match self.catch_up().await {
+        match Box::pin(self.catch_up()).await {
             Err(WriteError::Database(e)) => {
                 tracing::warn!(error = %e, "cannot catch up yet; waiting for the next resync");
                 Ok(())
