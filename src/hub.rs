@@ -342,8 +342,8 @@ pub async fn listen(
             };
             match received {
                 // One job, one worker: the others keep sleeping (they poll
-                // anyway, and a worker that looks at the database drains it
-                // before it waits).
+                // anyway). A turn's wake-up is counted, so a burst of turns
+                // wakes as many workers, or keeps busy ones going.
                 Ok(Some(n)) if n.channel() == WORK_CHANNEL && n.payload() == TURN_DUE => {
                     work.turn_due()
                 }
