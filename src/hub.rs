@@ -44,7 +44,7 @@ pub const TURN_DUE: &str = "turn";
 
 /// PostgreSQL drops NOTIFY payloads over 8000 bytes; bigger messages are
 /// announced by seq only and read back from the database.
-const MAX_INLINE_PAYLOAD: usize = 7900;
+pub const MAX_INLINE_PAYLOAD: usize = 7900;
 /// Per conversation. A socket that falls further behind reads the gap from
 /// the database (`RecvError::Lagged`). The slots are allocated up front, per
 /// watched conversation: 256 cost about 20 KiB of every idle socket
@@ -164,8 +164,13 @@ struct Notification<'a> {
     #[serde(default)]
     a: bool,
     seq: Option<i64>,
+    /// The frame, rendered by the writer.
     #[serde(borrow)]
     f: Option<&'a RawValue>,
+    /// Or the stored item itself, when the writer announced it from SQL
+    /// (`storage::turns::append_and_schedule`): the frame is rendered here.
+    /// A hub that predates this field reads the item back by `seq`.
+    m: Option<Message>,
 }
 
 /// Notifications a writer sends together, in order, in one statement of
@@ -382,11 +387,18 @@ fn handle_frame(pool: &PgPool, hub: &Hub, payload: &str) {
         tracing::warn!(payload, "ignoring a malformed frame notification");
         return;
     };
-    let frame = n.f.map(|f| Utf8Bytes::from(f.get().to_owned()));
+    // Rendered only once someone here watches.
+    let frame = |n: &Notification| match (n.f, &n.m) {
+        (Some(f), _) => Some(Utf8Bytes::from(f.get().to_owned())),
+        (None, Some(m)) if n.a => Some(agent_frames::item(m).into()),
+        (None, Some(m)) => Some(ServerFrame::from(m).to_json().into()),
+        (None, None) => None,
+    };
     if n.a {
         if hub.agents.receiver_count() == 0 {
             return;
         }
+        let frame = frame(&n);
         let agents = hub.agents.clone();
         let send = move |delivery| {
             let _ = agents.send(AgentDelivery {
@@ -417,7 +429,7 @@ fn handle_frame(pool: &PgPool, hub: &Hub, payload: &str) {
     let Some(sender) = hub.sender(n.c) else {
         return;
     };
-    match (n.seq, frame) {
+    match (n.seq, frame(&n)) {
         (Some(seq), Some(frame)) => {
             let _ = sender.send(Delivery::Message { seq, frame });
         }

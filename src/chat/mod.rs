@@ -189,23 +189,26 @@ pub async fn receive_customer_message(
     client_id: &str,
     text: &str,
 ) -> Result<Received, sqlx::Error> {
-    let new = || NewMessage {
+    let thinking = |a: hub::Announcements| {
+        a.status(conversation_id, AssistantStatus::Thinking)
+            .wake_workers()
+    };
+    // Nearly always: one statement does it all.
+    let announce = hub::Announcements::default().if_scheduled(thinking);
+    if let Some(message) =
+        turns::append_and_schedule(pool, conversation_id, client_id, text, announce).await?
+    {
+        return Ok(Received::New(message));
+    }
+    // Resolved, or that client_id was stored before: the long way, which
+    // first opens a resolved conversation again (the customer is back).
+    let mut tx = pool.begin().await?;
+    reopen_if_resolved(&mut tx, conversation_id).await?;
+    let new = NewMessage {
         client_id: Some(client_id),
         ..NewMessage::public(conversation_id, Role::Customer, text)
     };
-    let mut tx = pool.begin().await?;
-    // Storing the message takes the conversation's lock: the statement that
-    // schedules a turn, next, sees every turn that ended before it.
-    let mut stored = conversations::append_unless_resolved(&mut tx, new()).await?;
-    if stored.is_none() {
-        // Resolved, or that client_id was stored before: the long way, which
-        // first opens a resolved conversation again (the customer is back).
-        tx.rollback().await?;
-        tx = pool.begin().await?;
-        reopen_if_resolved(&mut tx, conversation_id).await?;
-        stored = conversations::append(&mut tx, new()).await?;
-    }
-    let Some(message) = stored else {
+    let Some(message) = conversations::append(&mut tx, new).await? else {
         tx.rollback().await?;
         let original = conversations::find_by_client_id(pool, conversation_id, client_id)
             .await?
@@ -214,10 +217,7 @@ pub async fn receive_customer_message(
     };
     let announce = hub::Announcements::default()
         .message(&message)
-        .if_scheduled(|a| {
-            a.status(conversation_id, AssistantStatus::Thinking)
-                .wake_workers()
-        });
+        .if_scheduled(thinking);
     turns::schedule(&mut tx, conversation_id, announce).await?;
     tx.commit().await?;
     Ok(Received::New(message))

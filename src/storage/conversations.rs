@@ -1,11 +1,11 @@
 //! Visitors, their conversations, and the numbered messages in them.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -22,7 +22,11 @@ pub enum Role {
 /// A stored transcript item. Agents see every item, numbered by
 /// `agent_seq`; customers see the public ones, numbered by `seq`. Both
 /// count 1, 2, 3… per conversation with no gaps.
-#[derive(Debug, Clone, sqlx::FromRow)]
+///
+/// Deserializable from the row as PostgreSQL's `row_to_json` writes it: a
+/// statement that stores an item can announce the row itself
+/// (`storage::turns::append_and_schedule`), and the hub renders its frames.
+#[derive(Debug, Clone, sqlx::FromRow, Deserialize)]
 pub struct Message {
     pub id: Uuid,
     pub conversation_id: Uuid,
@@ -79,7 +83,7 @@ impl<'a> NewMessage<'a> {
     }
 }
 
-const MESSAGE_COLUMNS: &str =
+pub(super) const MESSAGE_COLUMNS: &str =
     "id, conversation_id, seq, agent_seq, role, body, client_id, internal, author_name, event, created_at";
 
 pub async fn create_visitor(pool: &PgPool, token_hash: &[u8]) -> Result<Uuid, sqlx::Error> {
@@ -185,31 +189,13 @@ pub async fn append(
     conn: &mut PgConnection,
     m: NewMessage<'_>,
 ) -> Result<Option<Message>, sqlx::Error> {
-    append_where(conn, m, false).await
-}
-
-/// [`append`], unless the conversation is resolved: then nothing is stored
-/// and the result is `None` too. Taking the row lock is part of the
-/// statement, so a customer's message needs no statement to lock first.
-pub async fn append_unless_resolved(
-    conn: &mut PgConnection,
-    m: NewMessage<'_>,
-) -> Result<Option<Message>, sqlx::Error> {
-    append_where(conn, m, true).await
-}
-
-async fn append_where(
-    conn: &mut PgConnection,
-    m: NewMessage<'_>,
-    unless_resolved: bool,
-) -> Result<Option<Message>, sqlx::Error> {
     sqlx::query_as(&format!(
         "WITH next AS (
              UPDATE conversations SET
                  last_seq = last_seq + CASE WHEN $9 THEN 0 ELSE 1 END,
                  last_agent_seq = last_agent_seq + 1,
                  updated_at = now()
-             WHERE id = $2 AND NOT ($12 AND state = 'resolved')
+             WHERE id = $2
              RETURNING last_seq, last_agent_seq
          )
          INSERT INTO messages (id, conversation_id, seq, agent_seq, role, body, client_id,
@@ -231,7 +217,6 @@ async fn append_where(
     .bind(m.internal)
     .bind(m.author_name)
     .bind(m.event.map(sqlx::types::Json))
-    .bind(unless_resolved)
     .fetch_optional(conn)
     .await
 }

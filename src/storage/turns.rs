@@ -7,7 +7,10 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{on_kept, Kept, NO_FLUSH_WAIT};
+use super::{
+    conversations::{Message, MESSAGE_COLUMNS},
+    on_kept, Kept, NO_FLUSH_WAIT,
+};
 use crate::{conversation::State, hub};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
@@ -93,6 +96,100 @@ pub async fn schedule(
     .bind(hub::IF_SCHEDULED)
     .fetch_one(conn)
     .await
+}
+
+/// A customer's message, stored and answered in one statement (its own
+/// transaction, one round trip): appends it with the next seqs and, unless
+/// a turn is active or a person owns the conversation, starts a turn for
+/// the customer messages no turn has taken yet. It announces the message
+/// (the stored row itself, from which each instance's hub renders the
+/// frames) and then `announce`, whose conditional notifications go out as
+/// [`schedule`]'s do.
+///
+/// `None`, with nothing stored or sent, when the conversation is resolved
+/// or `client_id` is stored already (a retried send): the caller takes the
+/// long way, [`super::conversations::append`] then [`schedule`] in a
+/// transaction of its own.
+///
+/// The first step locks the conversation, and reads it as the last writer
+/// left it; every later step works from that. Whether a turn is active is
+/// settled by the unique index of active turns (`ON CONFLICT DO NOTHING`),
+/// which sees turns that started or ended after the statement's snapshot.
+pub async fn append_and_schedule(
+    pool: &PgPool,
+    conversation_id: Uuid,
+    client_id: &str,
+    body: &str,
+    announce: hub::Announcements,
+) -> Result<Option<Message>, sqlx::Error> {
+    let (channels, payloads, when) = announce.into_parts();
+    let appended = sqlx::query_as(&format!(
+        "WITH locked AS (
+             SELECT last_seq, ai_cursor, state FROM conversations
+             WHERE id = $2 AND state <> 'resolved'
+               AND NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = $2 AND client_id = $4)
+             FOR UPDATE
+         ), created AS (
+             INSERT INTO turns (id, conversation_id, first_seq, last_seq)
+             SELECT $5, $2, locked.ai_cursor + 1, locked.last_seq + 1 FROM locked
+             WHERE locked.state IN ('bot', 'needs_human')
+             ON CONFLICT (conversation_id) WHERE status IN ('pending', 'in_flight') DO NOTHING
+             RETURNING last_seq
+         ), next AS (
+             UPDATE conversations c SET
+                 last_seq = c.last_seq + 1,
+                 last_agent_seq = c.last_agent_seq + 1,
+                 ai_cursor = COALESCE((SELECT last_seq FROM created), c.ai_cursor),
+                 updated_at = now()
+             FROM locked
+             WHERE c.id = $2
+             RETURNING c.last_seq, c.last_agent_seq
+         ), stored AS (
+             INSERT INTO messages (id, conversation_id, seq, agent_seq, role, body, client_id, internal)
+             SELECT $1, $2, next.last_seq, next.last_agent_seq, 'customer', $3, $4, false FROM next
+             RETURNING {MESSAGE_COLUMNS}
+         ), notes AS (
+             SELECT 0::bigint AS i, $6 AS channel,
+                    CASE WHEN octet_length(full_row::text) <= $7 THEN full_row::text
+                         ELSE json_build_object('c', s.conversation_id, 'seq', s.seq)::text END AS payload
+             FROM stored s, json_build_object('c', s.conversation_id, 'seq', s.seq, 'm', row_to_json(s)) AS full_row
+             UNION ALL
+             SELECT 1, $6,
+                    CASE WHEN octet_length(full_row::text) <= $7 THEN full_row::text
+                         ELSE json_build_object('c', s.conversation_id, 'a', true, 'seq', s.agent_seq)::text END
+             FROM stored s,
+                  json_build_object('c', s.conversation_id, 'a', true, 'seq', s.agent_seq, 'm', row_to_json(s)) AS full_row
+             UNION ALL
+             SELECT 1 + n.i, n.channel, n.payload
+             FROM unnest($8::text[], $9::text[], $10::int2[]) WITH ORDINALITY AS n(channel, payload, branch, i)
+             WHERE EXISTS (SELECT 1 FROM stored)
+               AND (n.branch = $11 OR (n.branch = $12) = EXISTS (SELECT 1 FROM created))
+         ), sent AS (
+             -- pg_notify is volatile, so it is evaluated after the sort: in order.
+             SELECT pg_notify(channel, payload) FROM notes ORDER BY i
+         )
+         SELECT * FROM stored WHERE (SELECT count(*) FROM sent) >= 0"
+    ))
+    .bind(Uuid::now_v7())
+    .bind(conversation_id)
+    .bind(body)
+    .bind(client_id)
+    .bind(Uuid::now_v7())
+    .bind(hub::FRAMES_CHANNEL)
+    .bind(hub::MAX_INLINE_PAYLOAD as i32)
+    .bind(channels)
+    .bind(payloads)
+    .bind(when)
+    .bind(hub::ALWAYS)
+    .bind(hub::IF_SCHEDULED)
+    .fetch_optional(pool)
+    .await;
+    match appended {
+        // Sent twice at once: the other send stored it while this one
+        // waited for the lock. The statement stored nothing.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(None),
+        other => other,
+    }
 }
 
 pub async fn has_active(pool: &PgPool, conversation_id: Uuid) -> Result<bool, sqlx::Error> {

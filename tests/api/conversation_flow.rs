@@ -291,3 +291,152 @@ async fn wake_ups_alone_carry_each_turn_without_the_workers_poll() {
         assert_eq!(reply["seq"], i * 2);
     }
 }
+
+/// Holds a conversation's row lock, as a writer in the middle of its
+/// transaction does, until `release`.
+async fn lock_conversation(
+    app: &TestApp,
+    conversation_id: uuid::Uuid,
+) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM conversations WHERE id = $1 FOR UPDATE")
+        .bind(conversation_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// Waits until `n` statements of this database wait for a row lock.
+async fn wait_for_lock_waiters(app: &TestApp, n: i64) {
+    app.wait_until(
+        &format!("{n} statement(s) wait for the conversation's lock"),
+        &format!(
+            "SELECT count(*) >= {n} FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_that_waits_while_the_turn_ends_starts_the_next_turn() {
+    // The turn ends (as the worker finishing it does: under the
+    // conversation's lock) while the customer's message waits for that
+    // lock. The message must see the turn ended and start one of its own,
+    // though the turn was active when its statement began.
+    let app = spawn_app_with(TestOptions {
+        auto_webhooks: false,
+        ..TestOptions::default()
+    })
+    .await;
+    let mut created = app.sim.watch_created();
+    let visitor = app.new_visitor().await;
+    let mut socket = app.connect(&visitor, None).await;
+    let conversation_id: uuid::Uuid = socket.welcome["conversation_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    socket.send_message("m-1", "first question").await;
+    next_created(&mut created).await;
+    socket.next_status("thinking").await;
+
+    let mut finisher = lock_conversation(&app, conversation_id).await;
+    sqlx::query(
+        "UPDATE turns SET status = 'completed', finished_at = now()
+         WHERE conversation_id = $1 AND status IN ('pending', 'in_flight')",
+    )
+    .bind(conversation_id)
+    .execute(&mut *finisher)
+    .await
+    .unwrap();
+    socket.send_message("m-2", "second question").await;
+    wait_for_lock_waiters(&app, 1).await;
+    finisher.commit().await.unwrap();
+
+    let second = next_created(&mut created).await;
+    let requests = app.sim_requests("POST", "/v1/responses").await;
+    assert_eq!(requests.len(), 2);
+    assert_eq!(requests[1]["input"][0]["content"], "second question");
+    app.post_webhook(
+        "wh_second",
+        &TestApp::event_body("response.completed", &second),
+    )
+    .await;
+    let reply = socket.next_from("assistant").await;
+    assert!(
+        reply["text"].as_str().unwrap().contains("second question"),
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn the_same_message_sent_from_two_tabs_at_once_is_stored_once() {
+    // Both sends wait for the conversation's lock, so the second looks for
+    // the client_id before the first has stored it, and learns of it only
+    // from the unique key.
+    let app = spawn_app().await;
+    let visitor = app.new_visitor().await;
+    let mut tab_a = app.connect(&visitor, None).await;
+    let mut tab_b = app.connect(&visitor, None).await;
+    let conversation_id: uuid::Uuid = tab_a.welcome["conversation_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    tab_a.next_status("idle").await;
+    tab_b.next_status("idle").await;
+
+    let writer = lock_conversation(&app, conversation_id).await;
+    tab_a.send_message("same-id", "Where is my parcel?").await;
+    tab_b.send_message("same-id", "Where is my parcel?").await;
+    wait_for_lock_waiters(&app, 2).await;
+    writer.commit().await.unwrap();
+
+    // Each tab sees the one message and the reply, and no error (which
+    // would come at once, long before the reply).
+    for tab in [&mut tab_a, &mut tab_b] {
+        let frames = tab
+            .frames_until(|f| f["type"] == "message" && f["role"] == "assistant")
+            .await;
+        assert!(frames.iter().all(|f| f["type"] != "error"), "{frames:?}");
+        let ids: Vec<&Value> = frames
+            .iter()
+            .filter(|f| f["client_id"] == "same-id")
+            .map(|f| &f["id"])
+            .collect();
+        assert!(
+            !ids.is_empty() && ids.iter().all(|id| *id == ids[0]),
+            "{frames:?}"
+        );
+    }
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages WHERE role = 'customer'")
+            .await,
+        1
+    );
+    assert_eq!(app.count("SELECT count(*) FROM turns").await, 1);
+
+    // seq stays gap-free.
+    tab_a.send_message("next-id", "thanks").await;
+    let next = tab_a.next_from("customer").await;
+    assert_eq!(next["seq"], 3);
+}
+
+#[tokio::test]
+async fn a_message_too_big_to_announce_inline_still_reaches_every_tab() {
+    // 4,000 two-byte characters: over PostgreSQL's 8,000-byte limit for a
+    // notification, so it is announced by seq and read back.
+    let app = spawn_app().await;
+    let visitor = app.new_visitor().await;
+    let mut tab_a = app.connect(&visitor, None).await;
+    let mut tab_b = app.connect(&visitor, None).await;
+    tab_b.next_status("idle").await;
+    let long = "é".repeat(4000);
+    tab_a.send_message("big-1", &long).await;
+    let seen = tab_b.next_from("customer").await;
+    assert_eq!(seen["text"], long.as_str());
+    assert_eq!(seen["seq"], 1);
+    tab_b.next_from("assistant").await;
+}
