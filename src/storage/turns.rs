@@ -124,15 +124,15 @@ pub async fn append_and_schedule(
 ) -> Result<Option<Message>, sqlx::Error> {
     let (channels, payloads, when) = announce.into_parts();
     let appended = sqlx::query_as(&format!(
-        "WITH locked AS (
+        "WITH latest AS (
              SELECT last_seq, ai_cursor, state FROM conversations
              WHERE id = $2 AND state <> 'resolved'
                AND NOT EXISTS (SELECT 1 FROM messages WHERE conversation_id = $2 AND client_id = $4)
              FOR UPDATE
          ), created AS (
              INSERT INTO turns (id, conversation_id, first_seq, last_seq)
-             SELECT $5, $2, locked.ai_cursor + 1, locked.last_seq + 1 FROM locked
-             WHERE locked.state IN ('bot', 'needs_human')
+             SELECT $5, $2, latest.ai_cursor + 1, latest.last_seq + 1 FROM latest
+             WHERE latest.state IN ('bot', 'needs_human')
              ON CONFLICT (conversation_id) WHERE status IN ('pending', 'in_flight') DO NOTHING
              RETURNING last_seq
          ), next AS (
@@ -141,7 +141,7 @@ pub async fn append_and_schedule(
                  last_agent_seq = c.last_agent_seq + 1,
                  ai_cursor = COALESCE((SELECT last_seq FROM created), c.ai_cursor),
                  updated_at = now()
-             FROM locked
+             FROM latest
              WHERE c.id = $2
              RETURNING c.last_seq, c.last_agent_seq
          ), stored AS (
