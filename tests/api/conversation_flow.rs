@@ -333,11 +333,7 @@ async fn a_message_that_waits_while_the_turn_ends_starts_the_next_turn() {
     let mut created = app.sim.watch_created();
     let visitor = app.new_visitor().await;
     let mut socket = app.connect(&visitor, None).await;
-    let conversation_id: uuid::Uuid = socket.welcome["conversation_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let conversation_id = socket.conversation_id();
     socket.send_message("m-1", "first question").await;
     next_created(&mut created).await;
     socket.next_status("thinking").await;
@@ -380,11 +376,7 @@ async fn the_same_message_sent_from_two_tabs_at_once_is_stored_once() {
     let visitor = app.new_visitor().await;
     let mut tab_a = app.connect(&visitor, None).await;
     let mut tab_b = app.connect(&visitor, None).await;
-    let conversation_id: uuid::Uuid = tab_a.welcome["conversation_id"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let conversation_id = tab_a.conversation_id();
     tab_a.next_status("idle").await;
     tab_b.next_status("idle").await;
 

@@ -121,11 +121,7 @@ async fn chaos_every_customer_message_gets_one_answer_and_every_socket_a_gap_fre
     for _ in 0..20 {
         let visitor = a.new_visitor().await;
         let socket = a.connect(&visitor, None).await;
-        let conversation_id = socket.welcome["conversation_id"]
-            .as_str()
-            .unwrap()
-            .parse()
-            .unwrap();
+        let conversation_id = socket.conversation_id();
         customers.push(Customer {
             socket,
             conversation_id,

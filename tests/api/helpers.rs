@@ -443,6 +443,15 @@ impl ChatSocket {
         socket
     }
 
+    /// The conversation its welcome named.
+    pub fn conversation_id(&self) -> uuid::Uuid {
+        self.welcome["conversation_id"]
+            .as_str()
+            .expect("welcome names the conversation")
+            .parse()
+            .expect("a uuid")
+    }
+
     pub async fn send(&mut self, frame: Value) {
         self.ws
             .send(WsMessage::text(frame.to_string()))
