@@ -293,7 +293,7 @@ async fn wake_ups_alone_carry_each_turn_without_the_workers_poll() {
 }
 
 /// Holds a conversation's row lock, as a writer in the middle of its
-/// transaction does, until `release`.
+/// transaction does, until the returned transaction ends.
 async fn lock_conversation(
     app: &TestApp,
     conversation_id: uuid::Uuid,
@@ -337,6 +337,13 @@ async fn a_message_that_waits_while_the_turn_ends_starts_the_next_turn() {
     socket.send_message("m-1", "first question").await;
     next_created(&mut created).await;
     socket.next_status("thinking").await;
+    // Marked in flight, so that the only statement left to wait for a lock
+    // below is the customer's.
+    app.wait_until(
+        "the first turn is in flight",
+        "SELECT EXISTS (SELECT 1 FROM turns WHERE status = 'in_flight')",
+    )
+    .await;
 
     let mut finisher = lock_conversation(&app, conversation_id).await;
     sqlx::query(
