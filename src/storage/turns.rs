@@ -149,16 +149,17 @@ pub async fn append_and_schedule(
              SELECT $1, $2, next.last_seq, next.last_agent_seq, 'customer', $3, $4, false FROM next
              RETURNING {MESSAGE_COLUMNS}
          ), notes AS (
-             SELECT 0::bigint AS i, $6 AS channel,
+             -- The message to its customer's sockets, then to agents (`a`),
+             -- each with the row, or by seq alone if that is too big.
+             SELECT to_whom.i, $6 AS channel,
                     CASE WHEN octet_length(full_row::text) <= $7 THEN full_row::text
-                         ELSE json_build_object('c', s.conversation_id, 'seq', s.seq)::text END AS payload
-             FROM stored s, json_build_object('c', s.conversation_id, 'seq', s.seq, 'm', row_to_json(s)) AS full_row
-             UNION ALL
-             SELECT 1, $6,
-                    CASE WHEN octet_length(full_row::text) <= $7 THEN full_row::text
-                         ELSE json_build_object('c', s.conversation_id, 'a', true, 'seq', s.agent_seq)::text END
-             FROM stored s,
-                  json_build_object('c', s.conversation_id, 'a', true, 'seq', s.agent_seq, 'm', row_to_json(s)) AS full_row
+                         ELSE json_build_object('c', s.conversation_id, 'a', to_whom.agents,
+                                                'seq', to_whom.seq)::text END AS payload
+             FROM stored s
+             CROSS JOIN LATERAL (VALUES (0::bigint, false, s.seq), (1, true, s.agent_seq))
+                 AS to_whom(i, agents, seq)
+             CROSS JOIN LATERAL json_build_object('c', s.conversation_id, 'a', to_whom.agents,
+                                                  'seq', to_whom.seq, 'm', row_to_json(s)) AS full_row
              UNION ALL
              SELECT 1 + n.i, n.channel, n.payload
              FROM unnest($8::text[], $9::text[], $10::int2[]) WITH ORDINALITY AS n(channel, payload, branch, i)
