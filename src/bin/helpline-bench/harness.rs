@@ -4,14 +4,15 @@
 
 use std::{
     collections::BTreeMap,
+    io::{Seek, Write},
     net::SocketAddr,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Stdio,
     sync::{
-        atomic::{AtomicU64, Ordering},
-        Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc, Mutex,
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context};
@@ -49,6 +50,10 @@ pub struct Server {
     pub admin_url: String,
     /// Set when the benchmark started the private cluster (and stops it).
     private: Option<PrivatePostgres>,
+    /// Where [`Stalls`] probes the disk: the private cluster's directory,
+    /// or with `DATABASE_URL` the temporary directory (whose disk may not
+    /// be the server's).
+    pub probe_dir: PathBuf,
 }
 
 impl Server {
@@ -60,15 +65,18 @@ impl Server {
                 return Ok(Self {
                     admin_url: url,
                     private: None,
+                    probe_dir: std::env::temp_dir(),
                 });
             }
         }
         let dir = data_dir.unwrap_or_else(default_data_dir);
+        let probe_dir = dir.clone();
         let pg =
             tokio::task::spawn_blocking(move || PrivatePostgres::ensure_running(&dir)).await??;
         Ok(Self {
             admin_url: pg.url("postgres"),
             private: Some(pg),
+            probe_dir,
         })
     }
 
@@ -319,6 +327,16 @@ pub fn cpu_time_of(pid: u32) -> anyhow::Result<Duration> {
     // SAFETY: sysconf has no preconditions.
     let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     Ok(Duration::from_secs_f64(ticks as f64 / per_second))
+}
+
+/// WAL flushes the server has made so far (`pg_stat_wal.wal_sync`, all
+/// of the server's databases; PostgreSQL 14 and later, else 0): each
+/// commit that waits for the disk is one, unless it shares another's.
+pub async fn wal_flushes(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT wal_sync FROM pg_stat_wal")
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
 }
 
 /// CPU time used since it was started by this process (Helpline in
@@ -784,4 +802,118 @@ pub fn init_tracing() {
             shown,
         ))
         .try_init();
+}
+
+/// Stalls of the machine while a scenario runs, so that a slow stretch can
+/// be told apart from Helpline's own doing. Three watchers, each recording
+/// the moments one of its steps took longer than [`Stalls::LATE`]:
+/// - the disk: 4 KiB written and `fdatasync`ed every 50 ms in a file beside
+///   the private cluster's data (PostgreSQL's commits wait for the same
+///   kind of flush);
+/// - this process: an OS thread that sleeps 5 ms at a time;
+/// - its runtime: a task that does the same on the runtime's workers (late
+///   there only: a worker thread was blocked).
+pub struct Stalls {
+    stop: Arc<AtomicBool>,
+    disk: std::thread::JoinHandle<Vec<(f64, Duration)>>,
+    thread: std::thread::JoinHandle<Vec<(f64, Duration)>>,
+    task: tokio::task::JoinHandle<Vec<(f64, Duration)>>,
+}
+
+impl Stalls {
+    pub const LATE: Duration = Duration::from_millis(50);
+    const TICK: Duration = Duration::from_millis(5);
+    const FLUSH_EVERY: Duration = Duration::from_millis(50);
+
+    /// Starts watching; `dir` is where the disk's probe writes.
+    pub fn watch(dir: &Path) -> Self {
+        let started = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, path) = (stop.clone(), dir.join("stall-probe"));
+        let disk = std::thread::spawn(move || {
+            let mut late = Vec::new();
+            let Ok(mut file) = std::fs::File::create(&path) else {
+                return late;
+            };
+            while !flag.load(Ordering::Relaxed) {
+                let before = Instant::now();
+                let flushed = file
+                    .seek(std::io::SeekFrom::Start(0))
+                    .and_then(|_| file.write_all(&[b'x'; 4096]))
+                    .and_then(|_| file.sync_data());
+                let took = before.elapsed();
+                if flushed.is_err() {
+                    break;
+                }
+                if took > Self::LATE {
+                    late.push(((before - started).as_secs_f64(), took));
+                }
+                std::thread::sleep(Self::FLUSH_EVERY.saturating_sub(took));
+            }
+            let _ = std::fs::remove_file(&path);
+            late
+        });
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut late = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let before = Instant::now();
+                std::thread::sleep(Self::TICK);
+                if before.elapsed() > Self::LATE {
+                    late.push(((before - started).as_secs_f64(), before.elapsed()));
+                }
+            }
+            late
+        });
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut late = Vec::new();
+            while !flag.load(Ordering::Relaxed) {
+                let before = Instant::now();
+                tokio::time::sleep(Self::TICK).await;
+                if before.elapsed() > Self::LATE {
+                    late.push(((before - started).as_secs_f64(), before.elapsed()));
+                }
+            }
+            late
+        });
+        Self {
+            stop,
+            disk,
+            thread,
+            task,
+        }
+    }
+
+    /// Stops watching; a table note on what was seen, if anything.
+    pub async fn stop(self, label: &str) -> Option<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        let task = self.task.await.unwrap_or_default();
+        let thread = self.thread.join().unwrap_or_default();
+        let disk = self.disk.join().unwrap_or_default();
+        let seen: Vec<String> = [
+            ("disk flushes", disk),
+            ("this process", thread),
+            ("its runtime", task),
+        ]
+        .into_iter()
+        .filter(|(_, late)| !late.is_empty())
+        .map(|(what, late)| {
+            let longest = late.iter().map(|(_, d)| *d).max().unwrap_or_default();
+            let (first, last) = (late[0].0, late[late.len() - 1].0);
+            format!(
+                "{what} {} times (longest {} ms, between {first:.2} s and {last:.2} s)",
+                late.len(),
+                longest.as_millis()
+            )
+        })
+        .collect();
+        (!seen.is_empty()).then(|| {
+            format!(
+                "Stalls over {} ms at {label}: {}.",
+                Self::LATE.as_millis(),
+                seen.join("; ")
+            )
+        })
+    }
 }

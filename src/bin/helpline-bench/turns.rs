@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::{
     harness::{
         self, completed_event, create_visitors, ms, ratio, CpuMeter, Customer, Instance, Samples,
-        Sim, Table, PATIENCE, STATEMENTS,
+        Sim, Stalls, Table, PATIENCE, STATEMENTS,
     },
     Bench,
 };
@@ -67,6 +67,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
             "p99 ms",
             "max ms",
             "statements/turn",
+            "WAL flushes/turn",
             "CPU ms/turn: this process",
             "CPU ms/turn: PostgreSQL",
             "baseline p50 ms",
@@ -82,9 +83,13 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
         harness::reset_statements();
         let max_turns = (rate * sizes.duration.as_secs_f64()).ceil() as usize;
         let cpu = CpuMeter::start();
+        let stalls = Stalls::watch(&bench.server.probe_dir);
+        let wal = harness::wal_flushes(&instance.pool).await;
         let run = conversations
             .run_at(rate, max_turns, sizes.duration)
             .await?;
+        let wal = harness::wal_flushes(&instance.pool).await - wal;
+        slow_notes.extend(stalls.stop(&format!("{rate:.0}/s")).await);
         slow_notes.extend(run.slow_note(rate));
         let (mut latency, secs) = (run.latency, run.secs);
         let (own_cpu, pg_cpu) = cpu.used();
@@ -104,6 +109,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
             ms(p99),
             ms(latency.max()),
             format!("{:.1}", statements as f64 / turns.max(1) as f64),
+            format!("{:.1}", wal as f64 / turns.max(1) as f64),
             cpu_ms_each(own_cpu, turns),
             cpu_ms_each(pg_cpu, turns),
             ms(base.p50()),
@@ -119,6 +125,8 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     }
     table.note("CPU: user and system time while the turns ran, divided by the turns: of this process (Helpline, the simulator and the load's clients, all in process) and of PostgreSQL's processes (every process named `postgres` on the machine). The baseline's column is PostgreSQL's CPU per insert: a turn's database work counted in single-row inserts.");
     table.note("Statements: every statement this process sent while the turns ran (sqlx's statement log, BEGIN and COMMIT included; the pool's pings of a connection, before handing it out and after taking it back, are not logged), divided by the turns. Workers' idle polls fall in the same window.");
+    table.note("WAL flushes: how many times PostgreSQL flushed its WAL to disk while the turns ran (`pg_stat_wal.wal_sync`, the whole server), divided by the turns. A commit that waits for the disk costs one unless it shares another's; the machine's disk may stall as their rate rises (BENCHMARKS.md, \"Findings\").");
+    table.note(format!("Stalls: listed per rate when a step of one of three probes took over {} ms: the disk (4 KiB written and flushed beside the database every 50 ms), a thread of this process and a task on its runtime (each sleeping 5 ms at a time).", Stalls::LATE.as_millis()));
     table.print();
 
     let mut profile_table = Table::new(
