@@ -25,7 +25,8 @@ use crate::config::DatabaseConfig;
 use private_pg::PrivatePostgres;
 
 /// Ends the `RETURNING` list of a *bookkeeping* write: claiming a job,
-/// recording a job's outcome or its next attempt. It sets
+/// recording a job's outcome or its next attempt, marking a turn in flight.
+/// It sets
 /// `synchronous_commit = off` for that statement's own transaction, so its
 /// commit does not wait for the WAL flush (BENCHMARKS.md: each wait is a
 /// disk flush, and under load they queue behind the webhook inserts).
@@ -35,8 +36,9 @@ use private_pg::PrivatePostgres;
 /// Losing one only means work is done again, which every job is safe to:
 /// a lost claim is claimed again, a lost "processed" processes the event
 /// again (finishing a turn twice changes nothing), a lost retry time retries
-/// at once. Writes whose loss a customer could see (messages, a turn's
-/// response id, webhook receipts) keep the default, and wait.
+/// at once, a lost mark in flight starts the turn again
+/// ([`turns::mark_in_flight`]). Writes whose loss a customer could see
+/// (messages, webhook receipts) keep the default, and wait.
 pub(crate) const NO_FLUSH_WAIT: &str = "set_config('synchronous_commit', 'off', true)";
 
 /// The database an instance (or a CLI command) works on.

@@ -253,6 +253,15 @@ async fn claim_pending_on(
 /// OpenAI accepted the turn's response. If a webhook already finished the
 /// turn (it can overtake the create call), only the id is filled in. Safe
 /// to run twice, so it goes through the worker's kept connection.
+///
+/// Its commit does not wait for the disk ([`NO_FLUSH_WAIT`]). Losing it
+/// (PostgreSQL crashing within moments, before any later commit flushed
+/// it) leaves what Helpline dying between the create call and this mark
+/// leaves: a pending turn whose response runs at OpenAI all the same. Its
+/// lease runs out, the turn is started again, and whichever response's
+/// webhook comes first ends it (the event names the turn in the
+/// response's metadata); the other is ignored. The customer sees one
+/// answer.
 pub async fn mark_in_flight(
     kept: &mut Kept,
     turn_id: Uuid,
@@ -266,14 +275,14 @@ async fn mark_in_flight_on(
     turn_id: Uuid,
     response_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query(&format!(
         "UPDATE turns SET
              response_id = COALESCE(response_id, $2),
              status = CASE WHEN status = 'pending' THEN 'in_flight' ELSE status END,
              started_at = COALESCE(started_at, now()),
              claimed_until = NULL
-         WHERE id = $1",
-    )
+         WHERE id = $1 RETURNING {NO_FLUSH_WAIT}"
+    ))
     .bind(turn_id)
     .bind(response_id)
     .execute(conn)

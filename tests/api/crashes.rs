@@ -1,6 +1,7 @@
 //! Processes that die: `kill -9` after a webhook was acknowledged, a chaos
-//! run with faults everywhere and an instance killed midway, and PostgreSQL
-//! restarting under Helpline.
+//! run with faults everywhere and an instance killed midway, PostgreSQL
+//! restarting under Helpline, and what a death between starting a response
+//! and recording it leaves.
 
 use std::{collections::HashMap, time::Duration};
 
@@ -9,7 +10,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::helpers::{
-    kill, run_binary, spawn_app_with, terminate, ChatSocket, TestOptions, Visitor,
+    kill, next_created, run_binary, spawn_app_with, terminate, ChatSocket, TestApp, TestOptions,
+    Visitor,
 };
 
 fn free_port() -> u16 {
@@ -77,6 +79,83 @@ async fn an_event_acknowledged_then_cut_short_by_kill_9_is_processed_after_resta
     );
     assert_eq!(reply["seq"], 2);
     terminate(&restarted);
+}
+
+#[tokio::test]
+async fn a_turn_whose_start_was_not_recorded_is_started_again_and_answered_once() {
+    // What Helpline dying between OpenAI's create call and the mark in
+    // flight leaves, or PostgreSQL losing that mark (its commit does not
+    // wait for the disk): a pending turn without a response id, whose first
+    // response runs at OpenAI all the same.
+    let app = spawn_app_with(TestOptions {
+        auto_webhooks: false,
+        ..TestOptions::default()
+    })
+    .await;
+    let mut created = app.sim.watch_created();
+    let visitor = app.new_visitor().await;
+    let mut socket = app.connect(&visitor, None).await;
+    socket.send_message("m-1", "Where is my parcel?").await;
+    let first = next_created(&mut created).await;
+    app.wait_until(
+        "the turn is in flight",
+        "SELECT EXISTS (SELECT 1 FROM turns WHERE status = 'in_flight')",
+    )
+    .await;
+    sqlx::query(
+        "UPDATE turns SET status = 'pending', response_id = NULL, started_at = NULL,
+             claimed_until = NULL",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    // The poll would find it within a second; a wake-up finds it now.
+    sqlx::query("SELECT pg_notify('helpline_work', 'turn')")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let second = next_created(&mut created).await;
+    assert_ne!(first, second);
+    app.wait_until(
+        "the turn is in flight again",
+        "SELECT EXISTS (SELECT 1 FROM turns WHERE status = 'in_flight')",
+    )
+    .await;
+
+    // The first response's webhook ends the turn; the second's finds it
+    // ended.
+    app.post_webhook(
+        "wh_first",
+        &TestApp::event_body("response.completed", &first),
+    )
+    .await;
+    let reply = socket.next_from("assistant").await;
+    assert!(
+        reply["text"]
+            .as_str()
+            .unwrap()
+            .contains("Where is my parcel?"),
+        "{reply}"
+    );
+    app.post_webhook(
+        "wh_second",
+        &TestApp::event_body("response.completed", &second),
+    )
+    .await;
+    app.wait_until(
+        "both events are processed",
+        "SELECT count(*) = 2 FROM webhook_events WHERE status = 'processed'",
+    )
+    .await;
+    let (turns, answers): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM turns),
+                (SELECT count(*) FROM messages WHERE role <> 'customer')",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((turns, answers), (1, 1), "one turn, one answer");
+    socket.next_status("idle").await;
 }
 
 /// What one simulated customer sent and saw.
