@@ -1,12 +1,13 @@
 //! Scenario 2, turn latency: many conversations, each sending a message and
 //! waiting for its reply; time from the customer frame leaving the client
 //! to the assistant frame arriving, at a stated sustained rate. Beside it:
-//! single-row INSERTs through the same pool at the same rate. The database
-//! statements per turn are counted from sqlx's own statement log.
+//! single-row INSERTs through the same pool at the same rate, in slices
+//! that alternate with the turns'. The database statements per turn are
+//! counted from sqlx's own statement log.
 
 use std::{
     collections::VecDeque,
-    sync::Arc,
+    sync::{atomic::Ordering::Relaxed, Arc},
     time::{Duration, Instant},
 };
 
@@ -27,6 +28,8 @@ struct Sizes {
     /// Each rate is run in turn; the last is the target.
     rates: &'static [f64],
     duration: Duration,
+    /// Each rate's turns and its baseline alternate in this many slices.
+    slices: u32,
 }
 
 pub async fn run(bench: &Bench) -> anyhow::Result<()> {
@@ -35,12 +38,14 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
             conversations: 4,
             rates: &[20.0],
             duration: Duration::from_millis(500),
+            slices: 1,
         }
     } else {
         Sizes {
             conversations: 200,
             rates: &[50.0, 100.0, 200.0],
             duration: Duration::from_secs(10),
+            slices: 5,
         }
     };
     let Load {
@@ -55,9 +60,10 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
 
     let mut table = Table::new(
         format!(
-            "2. Turn latency ({} conversations, {} s per rate; baseline: single-row INSERTs at the same rate, through the same pool)",
+            "2. Turn latency ({} conversations, {} s per rate in {} slices; baseline: single-row INSERTs at the same rate, through the same pool, in slices alternating with the turns')",
             sizes.conversations,
-            sizes.duration.as_secs_f64()
+            sizes.duration.as_secs_f64(),
+            sizes.slices
         ),
         &[
             "target /s",
@@ -80,26 +86,45 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     let mut profiled_turns = 0;
     let mut slow_notes = Vec::new();
     for &rate in sizes.rates {
+        // Turns and the baseline take turns, slice by slice, so that a slow
+        // phase of the machine (its disk's flushes, other tenants) falls on
+        // both alike.
         harness::reset_statements();
-        let max_turns = (rate * sizes.duration.as_secs_f64()).ceil() as usize;
-        let cpu = CpuMeter::start();
+        let slice = sizes.duration / sizes.slices;
+        let max_turns = (rate * slice.as_secs_f64()).ceil() as usize;
+        let (mut latency, mut secs, mut slow) = (Samples::default(), 0.0, Vec::new());
+        let (mut base, mut base_pg_cpu) = (Samples::default(), Duration::ZERO);
+        let (mut own_cpu, mut pg_cpu, mut wal, mut statements) =
+            (Duration::ZERO, Duration::ZERO, 0, 0);
+        let started = Instant::now();
         let stalls = Stalls::watch(&bench.server.probe_dir);
-        let wal = harness::wal_flushes(&instance.pool).await;
-        let run = conversations
-            .run_at(rate, max_turns, sizes.duration)
-            .await?;
-        let wal = harness::wal_flushes(&instance.pool).await - wal;
+        for _ in 0..sizes.slices {
+            let offset = started.elapsed().as_secs_f64();
+            let cpu = CpuMeter::start();
+            let (flushes, sent) = (
+                harness::wal_flushes(&instance.pool).await,
+                STATEMENTS.load(Relaxed),
+            );
+            let run = conversations.run_at(rate, max_turns, slice).await?;
+            statements += STATEMENTS.load(Relaxed) - sent;
+            wal += harness::wal_flushes(&instance.pool).await - flushes;
+            let (own, pg) = cpu.used();
+            (own_cpu, pg_cpu) = (own_cpu + own, pg_cpu + pg);
+            latency.extend(run.latency);
+            secs += run.secs;
+            slow.extend(run.slow.into_iter().map(|(at, took)| (offset + at, took)));
+
+            let cpu = CpuMeter::start();
+            let (samples, _) = baseline(&instance, rate, max_turns, slice).await?;
+            base_pg_cpu += cpu.used().1;
+            base.extend(samples);
+        }
         slow_notes.extend(stalls.stop(&format!("{rate:.0}/s")).await);
-        slow_notes.extend(run.slow_note(rate));
-        let (mut latency, secs) = (run.latency, run.secs);
-        let (own_cpu, pg_cpu) = cpu.used();
-        let statements = STATEMENTS.load(std::sync::atomic::Ordering::Relaxed);
+        slow_notes.extend(TurnRun::slow_note(&slow, rate));
         profile = harness::statement_profile();
+        profile.retain(|(summary, _, _)| !summary.contains("bench_baseline"));
         let turns = latency.len();
         profiled_turns = turns;
-        let cpu = CpuMeter::start();
-        let (mut base, _) = baseline(&instance, rate, max_turns, sizes.duration).await?;
-        let base_pg_cpu = cpu.used().1;
         let p99 = latency.p99();
         table.row(vec![
             format!("{rate:.0}"),
@@ -229,13 +254,14 @@ pub struct TurnRun {
 impl TurnRun {
     pub const SLOW: Duration = Duration::from_millis(250);
 
-    /// A table note on the slow turns, if there were any.
-    pub fn slow_note(&self, rate: f64) -> Option<String> {
-        let first = self.slow.iter().map(|(at, _)| *at).reduce(f64::min)?;
-        let last = self.slow.iter().map(|(at, _)| *at).reduce(f64::max)?;
+    /// A table note on slow turns (gathered from one run or several), if
+    /// there were any.
+    pub fn slow_note(slow: &[(f64, Duration)], rate: f64) -> Option<String> {
+        let first = slow.iter().map(|(at, _)| *at).reduce(f64::min)?;
+        let last = slow.iter().map(|(at, _)| *at).reduce(f64::max)?;
         Some(format!(
             "Slow turns at {rate:.0}/s: {} over {} ms, started between {first:.2} s and {last:.2} s into the run.",
-            self.slow.len(),
+            slow.len(),
             Self::SLOW.as_millis(),
         ))
     }
