@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::{
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    harness::{ms, ratio, Instance, Table, PATIENCE},
+    harness::{ms, ratio, Instance, Stalls, Table, PATIENCE},
     turns::Load,
     Bench,
 };
@@ -80,13 +80,16 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
             "resyncs",
         ],
     );
+    let mut stall_notes = Vec::new();
     for &rate in sizes.rates {
         let max_turns = (rate * sizes.duration.as_secs_f64()).ceil() as usize;
 
+        let stalls = Stalls::watch(&bench.server.probe_dir);
         let run = load
             .conversations
             .run_at(rate, max_turns, sizes.duration)
             .await?;
+        stall_notes.extend(stalls.stop(&format!("{rate:.0}/s without consoles")).await);
         let (mut alone, secs) = (run.latency, run.secs);
         let (alone_p50, alone_p99) = (alone.p50(), alone.p99());
         table.row(vec![
@@ -106,10 +109,12 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
         ]);
 
         let consoles = Consoles::connect(&load.instance, &sessions).await?;
+        let stalls = Stalls::watch(&bench.server.probe_dir);
         let run = load
             .conversations
             .run_at(rate, max_turns, sizes.duration)
             .await?;
+        stall_notes.extend(stalls.stop(&format!("{rate:.0}/s with consoles")).await);
         let (mut watched, secs) = (run.latency, run.secs);
         // Every turn stores the customer's message and the assistant's
         // reply: two items, to every console.
@@ -133,6 +138,10 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     }
     table.note("Latency is scenario 2's: customer frame sent to assistant frame received, over the same conversations, at the same rate, in the same process. Ratios are to the run without consoles at the same rate, just before.");
     table.note("The consoles run in the benchmark's process, beside the instance and the customers: their own reading costs CPU on the same cores, so the ratio is an upper bound on what the feed costs the server.");
+    table.note("Stalls: as in scenario 2, the steps of the disk's, the process's and the runtime's probes that took over 50 ms, per run (none listed: none seen).");
+    for note in stall_notes {
+        table.note(note);
+    }
     table.note("Frames: every text frame the consoles received during the run (items, status, state), all consoles together, after the welcome. Items expected: two per turn (customer, assistant) per console; a console that falls behind gets a `resync` instead of the items it missed.");
     table.print();
 
