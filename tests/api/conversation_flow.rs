@@ -3,7 +3,9 @@
 
 use serde_json::Value;
 
-use crate::helpers::{next_created, spawn_app, spawn_app_with, TestApp, TestOptions};
+use crate::helpers::{
+    next_created, spawn_app, spawn_app_with, webhooks_by_hand, TestApp, TestOptions,
+};
 
 #[tokio::test]
 async fn a_customer_message_gets_the_assistant_reply_through_openai() {
@@ -80,14 +82,7 @@ async fn a_customer_message_gets_the_assistant_reply_through_openai() {
 async fn messages_sent_while_a_response_is_in_flight_go_together_in_the_next_turn() {
     // The test delivers the webhooks, so the first response stays in flight
     // for as long as it needs.
-    let app = spawn_app_with(TestOptions {
-        auto_webhooks: false,
-        ..TestOptions::default()
-    })
-    .await;
-    let mut created = app.sim.watch_created();
-    let visitor = app.new_visitor().await;
-    let mut socket = app.connect(&visitor, None).await;
+    let (app, mut created, _, mut socket) = webhooks_by_hand().await;
 
     socket.send_message("m-1", "first question").await;
     let first_response = next_created(&mut created).await;
@@ -325,14 +320,7 @@ async fn a_message_that_waits_while_the_turn_ends_starts_the_next_turn() {
     // conversation's lock) while the customer's message waits for that
     // lock. The message must see the turn ended and start one of its own,
     // though the turn was active when its statement began.
-    let app = spawn_app_with(TestOptions {
-        auto_webhooks: false,
-        ..TestOptions::default()
-    })
-    .await;
-    let mut created = app.sim.watch_created();
-    let visitor = app.new_visitor().await;
-    let mut socket = app.connect(&visitor, None).await;
+    let (app, mut created, _, mut socket) = webhooks_by_hand().await;
     let conversation_id = socket.conversation_id();
     socket.send_message("m-1", "first question").await;
     next_created(&mut created).await;

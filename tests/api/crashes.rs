@@ -10,8 +10,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::helpers::{
-    kill, next_created, run_binary, spawn_app_with, terminate, ChatSocket, TestApp, TestOptions,
-    Visitor,
+    kill, next_created, run_binary, spawn_app_with, terminate, webhooks_by_hand, ChatSocket,
+    TestApp, TestOptions, Visitor,
 };
 
 fn free_port() -> u16 {
@@ -87,14 +87,7 @@ async fn a_turn_whose_start_was_not_recorded_is_started_again_and_answered_once(
     // flight leaves, or PostgreSQL losing that mark (its commit does not
     // wait for the disk): a pending turn without a response id, whose first
     // response runs at OpenAI all the same.
-    let app = spawn_app_with(TestOptions {
-        auto_webhooks: false,
-        ..TestOptions::default()
-    })
-    .await;
-    let mut created = app.sim.watch_created();
-    let visitor = app.new_visitor().await;
-    let mut socket = app.connect(&visitor, None).await;
+    let (app, mut created, _, mut socket) = webhooks_by_hand().await;
     socket.send_message("m-1", "Where is my parcel?").await;
     let first = next_created(&mut created).await;
     app.wait_until(

@@ -407,6 +407,27 @@ impl TestApp {
     }
 }
 
+/// Where a test delivers OpenAI's webhooks itself (deciding when, how
+/// often, with which ids): an app whose simulator sends none, the ids of
+/// the responses it is asked for, in order, and a visitor with one socket
+/// connected.
+pub async fn webhooks_by_hand() -> (
+    TestApp,
+    tokio::sync::broadcast::Receiver<String>,
+    Visitor,
+    ChatSocket,
+) {
+    let app = spawn_app_with(TestOptions {
+        auto_webhooks: false,
+        ..TestOptions::default()
+    })
+    .await;
+    let created = app.sim.watch_created();
+    let visitor = app.new_visitor().await;
+    let socket = app.connect(&visitor, None).await;
+    (app, created, visitor, socket)
+}
+
 /// Awaits the next response id the simulator creates.
 pub async fn next_created(created: &mut tokio::sync::broadcast::Receiver<String>) -> String {
     tokio::time::timeout(PATIENCE, created.recv())

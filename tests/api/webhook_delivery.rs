@@ -3,19 +3,12 @@
 
 use futures::future::join_all;
 
-use crate::helpers::{next_created, spawn_app_with, TestApp, TestOptions};
+use crate::helpers::{next_created, spawn_app_with, webhooks_by_hand, TestApp, TestOptions};
 use helpline::simulator::Behaviour;
 
 #[tokio::test]
 async fn the_same_webhook_delivered_ten_times_at_once_stores_one_reply() {
-    let app = spawn_app_with(TestOptions {
-        auto_webhooks: false,
-        ..TestOptions::default()
-    })
-    .await;
-    let mut created = app.sim.watch_created();
-    let visitor = app.new_visitor().await;
-    let mut socket = app.connect(&visitor, None).await;
+    let (app, mut created, visitor, mut socket) = webhooks_by_hand().await;
     socket
         .send_message("d-1", "What does the premium plan cost?")
         .await;
@@ -44,14 +37,7 @@ async fn the_same_webhook_delivered_ten_times_at_once_stores_one_reply() {
 
 #[tokio::test]
 async fn two_webhook_ids_for_one_response_store_one_reply() {
-    let app = spawn_app_with(TestOptions {
-        auto_webhooks: false,
-        ..TestOptions::default()
-    })
-    .await;
-    let mut created = app.sim.watch_created();
-    let visitor = app.new_visitor().await;
-    let mut socket = app.connect(&visitor, None).await;
+    let (app, mut created, visitor, mut socket) = webhooks_by_hand().await;
     socket
         .send_message("t-1", "How do I reset my password?")
         .await;
