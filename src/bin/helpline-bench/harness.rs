@@ -859,8 +859,9 @@ impl Stalls {
             while !flag.load(Ordering::Relaxed) {
                 let before = Instant::now();
                 std::thread::sleep(Self::TICK);
-                if before.elapsed() > Self::LATE {
-                    late.push(((before - started).as_secs_f64(), before.elapsed()));
+                let slept = before.elapsed();
+                if slept > Self::LATE {
+                    late.push(((before - started).as_secs_f64(), slept));
                 }
             }
             late
@@ -871,8 +872,9 @@ impl Stalls {
             while !flag.load(Ordering::Relaxed) {
                 let before = Instant::now();
                 tokio::time::sleep(Self::TICK).await;
-                if before.elapsed() > Self::LATE {
-                    late.push(((before - started).as_secs_f64(), before.elapsed()));
+                let slept = before.elapsed();
+                if slept > Self::LATE {
+                    late.push(((before - started).as_secs_f64(), slept));
                 }
             }
             late
