@@ -40,22 +40,22 @@ enum ProcessError {
 /// Processes claimed events side by side, then records all their outcomes
 /// in one statement. Their metrics follow, once the outcomes are stored.
 /// The first event's writes go through the worker's kept connection, the
-/// others' through connections of their own.
+/// others' through connections of their own, each given back as soon as
+/// its event is done: held until the whole batch was, two workers' batches
+/// could each wait for a connection the other holds, until the pool's
+/// acquire timeout failed them.
 pub(super) async fn process_batch(state: &AppState, conn: &mut Kept, events: Vec<Event>) {
     let started = std::time::Instant::now();
-    let mut others: Vec<Kept> = (1..events.len())
-        .map(|_| Kept::new(state.pool.clone()))
-        .collect();
-    let connections = std::iter::once(&mut *conn).chain(others.iter_mut());
-    let verdicts = futures::future::join_all(
-        events
-            .into_iter()
-            .zip(connections)
-            .map(|(event, kept)| process(state, kept, event)),
-    )
+    let connections = std::iter::once(Some(&mut *conn)).chain(std::iter::repeat_with(|| None));
+    let verdicts = futures::future::join_all(events.into_iter().zip(connections).map(
+        |(event, kept)| async move {
+            match kept {
+                Some(kept) => process(state, kept, event).await,
+                None => process(state, &mut Kept::new(state.pool.clone()), event).await,
+            }
+        },
+    ))
     .await;
-    // Their connections go back to the pool before the outcome statement.
-    drop(others);
     if let Err(e) = inbox::settle(conn, &verdicts).await {
         // The leases run out and other workers retry them.
         tracing::error!(error = %e, events = verdicts.len(), "could not record the events' outcomes");

@@ -266,6 +266,36 @@ async fn a_burst_of_turns_larger_than_the_workers_is_all_answered_without_the_po
 }
 
 #[tokio::test]
+async fn two_workers_batches_of_events_do_not_wait_on_each_other_for_connections() {
+    // Each worker processes a batch of events side by side, the extra ones
+    // on connections of their own. With the pool as small as allowed and
+    // twelve webhooks at once, two batches must not each hold connections
+    // the other waits for: the pool's acquire timeout would fail those
+    // events, and only the poll (here an hour away) would retry them.
+    let app = spawn_app_with(TestOptions {
+        env: vec![
+            ("HELPLINE_WORKER_POLL_MS", "3600000".to_owned()),
+            ("HELPLINE_WORKERS", "2".to_owned()),
+            ("HELPLINE_DB_MAX_CONNECTIONS", "6".to_owned()),
+        ],
+        ..TestOptions::default()
+    })
+    .await;
+    let mut sockets = Vec::new();
+    for _ in 0..12 {
+        let visitor = app.new_visitor().await;
+        sockets.push(app.connect(&visitor, None).await);
+    }
+    for socket in &mut sockets {
+        socket.send_message("p-1", "Where is my parcel?").await;
+    }
+    for socket in &mut sockets {
+        let reply = socket.next_from("assistant").await;
+        assert_eq!(reply["seq"], 2);
+    }
+}
+
+#[tokio::test]
 async fn wake_ups_alone_carry_each_turn_without_the_workers_poll() {
     // The poll is a fallback for lost wake-ups; with it an hour away, every
     // step must be woken: the customer's message wakes a worker for its
