@@ -207,11 +207,16 @@ async fn next_job(
 /// until `VACUUM`, and a claim that starts at the oldest entry walks past
 /// all of them: hundreds of index pages per claim under a steady stream
 /// (BENCHMARKS.md). So a claim from the start remembers the oldest event it
-/// took: nothing available is older (new events, retries and replays all
-/// fall due at the database's `now()`, later), and for the next second this
-/// worker's claims start there. Then a claim from the start again finds
-/// what a floor could pass over: an event whose lease ran out, or one a
-/// rolled-back claim had locked. Those wait at most that second longer.
+/// took, and for the next second this worker's claims start a little
+/// before it. New events, retries and replays all fall due at the
+/// database's `now()`, which is when their transaction began, not when it
+/// committed: an event committed after the claim may be stamped earlier
+/// than what it took, by as long as its writer took to commit (two writers,
+/// or two instances, commit out of order). [`Floor::SLACK`] covers that.
+/// Then a claim from the start again finds what a floor could pass over:
+/// an event whose lease ran out, one a rolled-back claim had locked, or one
+/// whose writer took longer than the slack. Those wait at most that second
+/// longer.
 #[derive(Default)]
 struct Floor {
     oldest: Option<DateTime<Utc>>,
@@ -220,11 +225,17 @@ struct Floor {
 
 impl Floor {
     const HELD: Duration = Duration::from_secs(1);
+    /// How much earlier than the oldest event taken a claim starts: longer
+    /// than a writer's one-statement transaction takes to commit, unless
+    /// the disk stalls.
+    const SLACK: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 
     /// Where the next claim starts: `None` for the beginning.
     fn start(&self) -> Option<DateTime<Utc>> {
         let fresh = self.found_at.is_some_and(|at| at.elapsed() < Self::HELD);
-        self.oldest.filter(|_| fresh)
+        self.oldest
+            .filter(|_| fresh)
+            .map(|oldest| oldest - Self::SLACK)
     }
 
     /// After a claim that started at `from`.

@@ -194,6 +194,48 @@ async fn an_event_older_than_where_the_workers_claims_start_is_still_processed()
 }
 
 #[tokio::test]
+async fn an_event_stamped_before_one_already_claimed_is_taken_at_its_own_wake_up() {
+    // An event falls due at its transaction's `now()`: when the transaction
+    // began, not when it committed. Two writers (this instance's two, or
+    // two instances') can commit out of that order, so a worker may claim
+    // the later-stamped event first and then be woken for the earlier
+    // one. That wake-up must find it: with the poll an hour away, nothing
+    // else would. One worker, so that no other worker without a floor
+    // finds it instead.
+    let app = spawn_app_with(TestOptions {
+        env: vec![
+            ("HELPLINE_WORKERS", "1".to_owned()),
+            ("HELPLINE_WORKER_POLL_MS", "3600000".to_owned()),
+        ],
+        ..TestOptions::default()
+    })
+    .await;
+    // A slow writer has stored its receipt and not committed yet.
+    let mut slow = app.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO webhook_events (webhook_id, event_type, payload, status)
+         VALUES ('wh_slow', 'response.completed', $1::jsonb, 'pending')",
+    )
+    .bind(TestApp::event_body(
+        "response.completed",
+        "resp_slow_unknown",
+    ))
+    .execute(&mut *slow)
+    .await
+    .unwrap();
+    // Meanwhile a later one commits and wakes the worker, which claims it.
+    queue_in_database(&app, "wh_quick", "resp_quick_unknown", "now(), NULL", true).await;
+    wait_parked(&app, "the later event is processed", "wh_quick").await;
+    // The slow writer commits and wakes the worker.
+    sqlx::query("SELECT pg_notify('helpline_work', '')")
+        .execute(&mut *slow)
+        .await
+        .unwrap();
+    slow.commit().await.unwrap();
+    wait_parked(&app, "the earlier-stamped event is processed", "wh_slow").await;
+}
+
+#[tokio::test]
 async fn events_handed_to_a_busy_worker_go_back_to_the_queue_when_the_instance_stops() {
     // One worker, kept busy by a slow fetch while more deliveries arrive:
     // they are stored leased to this instance's workers and wait in memory.
