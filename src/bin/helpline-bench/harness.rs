@@ -792,15 +792,24 @@ pub fn init_tracing() {
         // The ingest scenario's events name responses that do not exist;
         // the workers' warnings about them are expected.
         .with_target("helpline::worker", tracing::Level::ERROR);
+    // RUST_LOG, when set, chooses what is shown instead (to look into a
+    // slow run: RUST_LOG=helpline=debug, say).
+    let asked = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|filter| tracing_subscriber::EnvFilter::try_new(filter).ok());
     let _ = tracing_subscriber::registry()
         .with(tracing_subscriber::Layer::with_filter(
             StatementCounter,
             counted,
         ))
-        .with(tracing_subscriber::Layer::with_filter(
-            tracing_subscriber::fmt::layer().with_writer(std::io::stderr),
-            shown,
-        ))
+        .with(asked.is_none().then(|| {
+            let show = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+            tracing_subscriber::Layer::with_filter(show, shown)
+        }))
+        .with(asked.map(|asked| {
+            let show = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+            tracing_subscriber::Layer::with_filter(show, asked)
+        }))
         .try_init();
 }
 

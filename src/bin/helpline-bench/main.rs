@@ -24,7 +24,7 @@ use harness::Server;
 #[command(
     name = "helpline-bench",
     about = "Benchmarks Helpline on this machine and prints one table per scenario",
-    after_help = "Environment: DATABASE_URL runs against that server instead of a private cluster; HELPLINE_* variables override the settings of every instance it starts (HELPLINE_WORKERS=16, say). BENCHMARKS.md says what each figure is."
+    after_help = "Environment: DATABASE_URL runs against that server instead of a private cluster; HELPLINE_* variables override the settings of every instance it starts (HELPLINE_WORKERS=16, say); RUST_LOG chooses which logs are shown (default: warnings, but the workers' errors only). BENCHMARKS.md says what each figure is."
 )]
 struct Cli {
     /// Scenarios to run (`serve` is internal: one instance as a child process).
@@ -37,6 +37,10 @@ struct Cli {
     /// ignored when DATABASE_URL is set.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Scenario 2's rates, in turns per second, run in this order; table 2b
+    /// profiles the last (default 50,100,200; 20 with --smoke).
+    #[arg(long, value_delimiter = ',', value_name = "RATES")]
+    turn_rates: Vec<f64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,6 +65,8 @@ enum Scenario {
 pub struct Bench {
     pub server: Server,
     pub smoke: bool,
+    /// Scenario 2's rates, when asked for other than its defaults.
+    pub turn_rates: Vec<f64>,
     pub http: reqwest::Client,
 }
 
@@ -70,6 +76,10 @@ async fn main() -> anyhow::Result<()> {
     if cli.scenarios.contains(&Scenario::Serve) {
         return harness::serve_child().await;
     }
+    anyhow::ensure!(
+        cli.turn_rates.iter().all(|r| r.is_finite() && *r > 0.0),
+        "--turn-rates: each rate must be a positive number of turns per second"
+    );
     harness::init_tracing();
     let mut scenarios = cli.scenarios.clone();
     if scenarios.contains(&Scenario::All) {
@@ -92,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
     let bench = Bench {
         server: Server::start(cli.data_dir).await?,
         smoke: cli.smoke,
+        turn_rates: cli.turn_rates,
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(256)
             .build()?,

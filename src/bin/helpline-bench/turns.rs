@@ -25,8 +25,8 @@ use crate::{
 
 struct Sizes {
     conversations: usize,
-    /// Each rate is run in turn; the last is the target.
-    rates: &'static [f64],
+    /// Each rate is run in turn; table 2b profiles the last.
+    rates: Vec<f64>,
     duration: Duration,
     /// Each rate's turns and its baseline alternate in this many slices.
     slices: u32,
@@ -36,17 +36,24 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     let sizes = if bench.smoke {
         Sizes {
             conversations: 4,
-            rates: &[20.0],
+            rates: vec![20.0],
             duration: Duration::from_millis(500),
             slices: 1,
         }
     } else {
         Sizes {
             conversations: 200,
-            rates: &[50.0, 100.0, 200.0],
+            rates: vec![50.0, 100.0, 200.0],
             duration: Duration::from_secs(10),
             slices: 5,
         }
+    };
+    let sizes = Sizes {
+        rates: match &bench.turn_rates[..] {
+            [] => sizes.rates,
+            asked => asked.to_vec(),
+        },
+        ..sizes
     };
     let Load {
         db,
@@ -85,7 +92,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     let mut profile = Vec::new();
     let mut profiled_turns = 0;
     let mut slow_notes = Vec::new();
-    for &rate in sizes.rates {
+    for &rate in &sizes.rates {
         // Turns and the baseline take turns, slice by slice, so that a slow
         // phase of the machine (its disk's flushes, other tenants) falls on
         // both alike.
