@@ -782,34 +782,28 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StatementCounter {
     }
 }
 
-/// Logs warnings and errors to stderr, and counts statements.
+/// Logs to stderr what `RUST_LOG` names (by default, warnings and errors),
+/// and counts statements.
 pub fn init_tracing() {
-    use tracing_subscriber::{filter::Targets, layer::SubscriberExt, util::SubscriberInitExt};
+    use tracing_subscriber::{
+        filter::Targets, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
+    };
+    // By default no statement log, and of the workers only errors: the
+    // ingest scenario's events name responses that do not exist, and the
+    // workers' warnings about them are expected.
+    const SHOWN: &str = "warn,sqlx::query=off,helpline::worker=error";
     let counted = Targets::new().with_target("sqlx::query", tracing::Level::DEBUG);
-    let shown = Targets::new()
-        .with_default(tracing::Level::WARN)
-        .with_target("sqlx::query", tracing::level_filters::LevelFilter::OFF)
-        // The ingest scenario's events name responses that do not exist;
-        // the workers' warnings about them are expected.
-        .with_target("helpline::worker", tracing::Level::ERROR);
-    // RUST_LOG, when set, chooses what is shown instead (to look into a
-    // slow run: RUST_LOG=helpline=debug, say).
-    let asked = std::env::var("RUST_LOG")
+    let shown = std::env::var("RUST_LOG")
         .ok()
-        .and_then(|filter| tracing_subscriber::EnvFilter::try_new(filter).ok());
+        .and_then(|filter| EnvFilter::try_new(filter).ok())
+        .unwrap_or_else(|| EnvFilter::new(SHOWN));
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::Layer::with_filter(
-            StatementCounter,
-            counted,
-        ))
-        .with(asked.is_none().then(|| {
-            let show = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-            tracing_subscriber::Layer::with_filter(show, shown)
-        }))
-        .with(asked.map(|asked| {
-            let show = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-            tracing_subscriber::Layer::with_filter(show, asked)
-        }))
+        .with(StatementCounter.with_filter(counted))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(shown),
+        )
         .try_init();
 }
 
