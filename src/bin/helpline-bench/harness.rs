@@ -709,10 +709,21 @@ impl Table {
 }
 
 /// Counts the statements this process sends to PostgreSQL, and the time
-/// each kind took: sqlx logs every statement (target `sqlx::query`, DEBUG,
-/// with a summary of its SQL and its elapsed time) and a tracing layer adds
-/// them up. Pings before a pooled connection is handed out are not logged.
+/// each kind took, while [`count_statements`] is on: sqlx logs every
+/// statement (target `sqlx::query`, DEBUG, with a summary of its SQL and
+/// its elapsed time) and a tracing layer adds them up. Pings before a
+/// pooled connection is handed out are not logged.
 pub static STATEMENTS: AtomicU64 = AtomicU64::new(0);
+
+/// Whether statements are counted now. Off, sqlx does not log them at all:
+/// a logged statement costs CPU (sqlx pretty-prints its SQL for the log),
+/// which Helpline, logging at `info`, does not spend in production.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+/// Turns the statement count on or off.
+pub fn count_statements(on: bool) {
+    COUNTING.store(on, Ordering::Relaxed);
+}
 
 static PROFILE: Mutex<BTreeMap<String, (u64, f64)>> = Mutex::new(BTreeMap::new());
 
@@ -785,14 +796,14 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for StatementCounter {
 /// Logs to stderr what `RUST_LOG` names (by default, warnings and errors),
 /// and counts statements.
 pub fn init_tracing() {
-    use tracing_subscriber::{
-        filter::Targets, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer,
-    };
+    use tracing_subscriber::{layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
     // By default no statement log, and of the workers only errors: the
     // ingest scenario's events name responses that do not exist, and the
     // workers' warnings about them are expected.
     const SHOWN: &str = "warn,sqlx::query=off,helpline::worker=error";
-    let counted = Targets::new().with_target("sqlx::query", tracing::Level::DEBUG);
+    let counted = tracing_subscriber::filter::dynamic_filter_fn(|meta, _| {
+        meta.target() == "sqlx::query" && COUNTING.load(Ordering::Relaxed)
+    });
     let shown = std::env::var("RUST_LOG")
         .ok()
         .and_then(|filter| EnvFilter::try_new(filter).ok())

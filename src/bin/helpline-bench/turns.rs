@@ -112,7 +112,10 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
                 harness::wal_flushes(&instance.pool).await,
                 STATEMENTS.load(Relaxed),
             );
-            let run = conversations.run_at(rate, max_turns, slice).await?;
+            harness::count_statements(true);
+            let run = conversations.run_at(rate, max_turns, slice).await;
+            harness::count_statements(false);
+            let run = run?;
             statements += STATEMENTS.load(Relaxed) - sent;
             wal += harness::wal_flushes(&instance.pool).await - flushes;
             let (own, pg) = cpu.used();
@@ -129,7 +132,6 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
         slow_notes.extend(stalls.stop(&format!("{rate:.0}/s")).await);
         slow_notes.extend(TurnRun::slow_note(&slow, rate));
         profile = harness::statement_profile();
-        profile.retain(|(summary, _, _)| !summary.contains("bench_baseline"));
         let turns = latency.len();
         profiled_turns = turns;
         let p99 = latency.p99();
