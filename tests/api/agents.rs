@@ -476,9 +476,7 @@ async fn while_a_person_owns_the_conversation_the_ai_is_silent_and_late_ai_outpu
         .map(|i| i["content"].as_str().unwrap())
         .collect();
     assert_eq!(inputs, ["thanks, and your opening hours?"]);
-    app.post_webhook("wh_next", &TestApp::event_body("response.completed", &next))
-        .await;
-    socket.next_from("assistant").await;
+    app.complete("wh_next", &next, &mut socket).await;
 }
 
 #[tokio::test]

@@ -102,14 +102,7 @@ async fn messages_sent_while_a_response_is_in_flight_go_together_in_the_next_tur
         "one response in flight at a time"
     );
 
-    let response = app
-        .post_webhook(
-            "wh_first",
-            &TestApp::event_body("response.completed", &first_response),
-        )
-        .await;
-    assert_eq!(response.status(), 200);
-    let reply = socket.next_from("assistant").await;
+    let reply = app.complete("wh_first", &first_response, &mut socket).await;
     assert!(
         reply["text"].as_str().unwrap().contains("first question"),
         "{reply}"
@@ -132,12 +125,9 @@ async fn messages_sent_while_a_response_is_in_flight_go_together_in_the_next_tur
         .collect();
     assert_eq!(inputs, ["second", "third", "fourth"]);
 
-    app.post_webhook(
-        "wh_second",
-        &TestApp::event_body("response.completed", &second_response),
-    )
-    .await;
-    let reply = socket.next_from("assistant").await;
+    let reply = app
+        .complete("wh_second", &second_response, &mut socket)
+        .await;
     assert!(
         reply["text"]
             .as_str()
@@ -372,12 +362,7 @@ async fn a_message_that_waits_while_the_turn_ends_starts_the_next_turn() {
     let requests = app.sim_requests("POST", "/v1/responses").await;
     assert_eq!(requests.len(), 2);
     assert_eq!(requests[1]["input"][0]["content"], "second question");
-    app.post_webhook(
-        "wh_second",
-        &TestApp::event_body("response.completed", &second),
-    )
-    .await;
-    let reply = socket.next_from("assistant").await;
+    let reply = app.complete("wh_second", &second, &mut socket).await;
     assert!(
         reply["text"].as_str().unwrap().contains("second question"),
         "{reply}"

@@ -117,12 +117,7 @@ async fn a_turn_whose_start_was_not_recorded_is_started_again_and_answered_once(
 
     // The first response's webhook ends the turn; the second's finds it
     // ended.
-    app.post_webhook(
-        "wh_first",
-        &TestApp::event_body("response.completed", &first),
-    )
-    .await;
-    let reply = socket.next_from("assistant").await;
+    let reply = app.complete("wh_first", &first, &mut socket).await;
     assert!(
         reply["text"]
             .as_str()

@@ -324,6 +324,20 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Delivers a signed `response.completed` for `response_id`, as OpenAI
+    /// would (answered 200), and returns the assistant's message that
+    /// `socket` receives next.
+    pub async fn complete(
+        &self,
+        webhook_id: &str,
+        response_id: &str,
+        socket: &mut ChatSocket,
+    ) -> Value {
+        let body = Self::event_body("response.completed", response_id);
+        assert_eq!(self.post_webhook(webhook_id, &body).await.status(), 200);
+        socket.next_from("assistant").await
+    }
+
     /// The body of a `response.*` event for `response_id`.
     pub fn event_body(event_type: &str, response_id: &str) -> String {
         json!({
