@@ -138,7 +138,7 @@ pub async fn run(bench: &Bench) -> anyhow::Result<()> {
     }
     table.note("Latency is scenario 2's: customer frame sent to assistant frame received, over the same conversations, at the same rate, in the same process. Ratios are to the run without consoles at the same rate, just before.");
     table.note("The consoles run in the benchmark's process, beside the instance and the customers: their own reading costs CPU on the same cores, so the ratio is an upper bound on what the feed costs the server.");
-    table.note("Stalls: as in scenario 2, the steps of the disk's, the process's and the runtime's probes that took over 50 ms, per run (none listed: none seen).");
+    table.note("Stalls: as in scenario 2, listed per run when a step of the disk's, the process's or the runtime's probe took over 50 ms.");
     for note in stall_notes {
         table.note(note);
     }
