@@ -7,7 +7,7 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sqlx::{PgConnection, Postgres, Transaction};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
@@ -21,8 +21,10 @@ use crate::{
     hub,
     state::AppState,
     storage::{
+        self,
         agents::{self, Summary},
         conversations::{self, Message, NewMessage, Role},
+        Ending,
     },
 };
 
@@ -118,27 +120,28 @@ pub(super) async fn reply(
     Json(body): Json<Text>,
 ) -> Result<Json<Value>, ApiError> {
     let text = checked(&body.text)?;
-    let mut tx = state.pool.begin().await?;
     let actor = Actor::Agent {
         id: agent.id,
         name: &agent.name,
     };
-    match lock_existing(&mut tx, id).await? {
-        Who::Resolved => {
-            return Err(ApiError::Conflict {
-                code: "conversation_resolved",
-                message: "the conversation is resolved; reopen it to reply".into(),
-            })
+    let item = in_transaction(&state.pool, async |tx| {
+        match lock_existing(&mut *tx, id).await? {
+            Who::Resolved => {
+                return Err(ApiError::Conflict {
+                    code: "conversation_resolved",
+                    message: "the conversation is resolved; reopen it to reply".into(),
+                })
+            }
+            Who::Bot | Who::NeedsHuman => {
+                conversation::transition(&mut *tx, id, Action::AgentReplied, actor, None)
+                    .await
+                    .map_err(transition_error)?;
+            }
+            Who::Human => {}
         }
-        Who::Bot | Who::NeedsHuman => {
-            conversation::transition(&mut tx, id, Action::AgentReplied, actor, None)
-                .await
-                .map_err(transition_error)?;
-        }
-        Who::Human => {}
-    }
-    let item = store(&mut tx, NewMessage::public(id, Role::Agent, text), &agent).await?;
-    tx.commit().await?;
+        store(tx, NewMessage::public(id, Role::Agent, text), &agent).await
+    })
+    .await?;
     Ok(Json(item_json(&item)))
 }
 
@@ -150,10 +153,11 @@ pub(super) async fn note(
     Json(body): Json<Text>,
 ) -> Result<Json<Value>, ApiError> {
     let text = checked(&body.text)?;
-    let mut tx = state.pool.begin().await?;
-    lock_existing(&mut tx, id).await?;
-    let item = store(&mut tx, NewMessage::internal(id, Role::Note, text), &agent).await?;
-    tx.commit().await?;
+    let item = in_transaction(&state.pool, async |tx| {
+        lock_existing(&mut *tx, id).await?;
+        store(tx, NewMessage::internal(id, Role::Note, text), &agent).await
+    })
+    .await?;
     Ok(Json(item_json(&item)))
 }
 
@@ -180,16 +184,17 @@ pub(super) async fn act(
         .and_then(|Json(b)| b.reason)
         .map(|r| r.trim().chars().take(500).collect::<String>());
     let reason = reason.as_deref().filter(|r| !r.is_empty());
-    let mut tx = state.pool.begin().await?;
-    lock_existing(&mut tx, id).await?;
     let actor = Actor::Agent {
         id: agent.id,
         name: &agent.name,
     };
-    conversation::transition(&mut tx, id, action, actor, reason)
-        .await
-        .map_err(transition_error)?;
-    tx.commit().await?;
+    in_transaction(&state.pool, async |tx| {
+        lock_existing(&mut *tx, id).await?;
+        conversation::transition(&mut *tx, id, action, actor, reason)
+            .await
+            .map_err(transition_error)
+    })
+    .await?;
     Ok(Json(summary(&state, agent.id, id).await?))
 }
 
@@ -218,9 +223,19 @@ async fn lock_existing(conn: &mut PgConnection, id: Uuid) -> Result<Who, ApiErro
     }
 }
 
+/// Runs `work` in a transaction on a pooled connection: the whole of an
+/// agent's action, committed if it succeeds.
+async fn in_transaction<T>(
+    pool: &PgPool,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
+    let mut conn = pool.acquire().await?;
+    storage::in_transaction(&mut conn, async |tx| work(tx).await.map(Ending::Commit)).await
+}
+
 /// Stores an item written by `agent` and announces it.
 async fn store(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     mut new: NewMessage<'_>,
     agent: &CurrentAgent,
 ) -> Result<Message, ApiError> {

@@ -31,8 +31,9 @@ use crate::{
     hub, limits,
     state::AppState,
     storage::{
+        self,
         conversations::{self, Message, NewMessage, Role},
-        turns,
+        turns, Ending,
     },
 };
 use frames::AssistantStatus;
@@ -202,25 +203,31 @@ pub async fn receive_customer_message(
     }
     // Resolved, or that client_id was stored before: the long way, which
     // first opens a resolved conversation again (the customer is back).
-    let mut tx = pool.begin().await?;
-    reopen_if_resolved(&mut tx, conversation_id).await?;
     let new = NewMessage {
         client_id: Some(client_id),
         ..NewMessage::public(conversation_id, Role::Customer, text)
     };
-    let Some(message) = conversations::append(&mut tx, new).await? else {
-        tx.rollback().await?;
-        let original = conversations::find_by_client_id(pool, conversation_id, client_id)
-            .await?
-            .ok_or(sqlx::Error::RowNotFound)?;
-        return Ok(Received::Duplicate(original));
-    };
-    let announce = hub::Announcements::default()
-        .message(&message)
-        .if_scheduled(thinking);
-    turns::schedule(&mut tx, conversation_id, announce).await?;
-    tx.commit().await?;
-    Ok(Received::New(message))
+    let stored = storage::in_transaction(&mut *pool.acquire().await?, async |tx| {
+        reopen_if_resolved(&mut *tx, conversation_id).await?;
+        let Some(message) = conversations::append(&mut *tx, new).await? else {
+            return Ok(Ending::RollBack(None));
+        };
+        let announce = hub::Announcements::default()
+            .message(&message)
+            .if_scheduled(thinking);
+        turns::schedule(&mut *tx, conversation_id, announce).await?;
+        Ok::<_, sqlx::Error>(Ending::Commit(Some(message)))
+    })
+    .await?;
+    match stored {
+        Some(message) => Ok(Received::New(message)),
+        None => {
+            let original = conversations::find_by_client_id(pool, conversation_id, client_id)
+                .await?
+                .ok_or(sqlx::Error::RowNotFound)?;
+            Ok(Received::Duplicate(original))
+        }
+    }
 }
 
 /// Locks the conversation; if it is resolved, opens it again.

@@ -84,6 +84,10 @@ impl Metrics {
                 "helpline_webhook_events",
                 "Recorded webhook events waiting (pending) or parked (dead), database-wide."
             );
+            describe_gauge!(
+                "helpline_webhook_event_attempts_max",
+                "The most attempts any pending webhook event has had, database-wide: climbing means events keep failing or their workers stall."
+            );
             describe_histogram!(
                 "helpline_event_processing_seconds",
                 Unit::Seconds,
@@ -229,6 +233,7 @@ impl Metrics {
                         gauge!("helpline_conversations", "state" => label.clone()).set(value)
                     }
                     "turns" => gauge!("helpline_turns", "status" => label.clone()).set(value),
+                    "event_attempts" => gauge!("helpline_webhook_event_attempts_max").set(value),
                     _ => {}
                 }
             }

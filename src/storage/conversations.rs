@@ -5,6 +5,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use super::Ending;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]
@@ -103,36 +105,34 @@ pub async fn visitor_for_user(
     user_id: &str,
     token_hash: &[u8],
 ) -> Result<Uuid, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    // A concurrent first sign-in of the same user waits here for the other
-    // insert to commit, then finds its row below.
-    let created: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO visitors (id, token_hash, user_id) VALUES ($1, $2, $3)
-         ON CONFLICT (user_id) DO NOTHING
-         RETURNING id",
-    )
-    .bind(Uuid::now_v7())
-    .bind(token_hash)
-    .bind(user_id)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let id = match created {
-        Some(id) => id,
-        None => {
-            let id: Uuid = sqlx::query_scalar("SELECT id FROM visitors WHERE user_id = $1")
-                .bind(user_id)
-                .fetch_one(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO visitor_tokens (token_hash, visitor_id) VALUES ($1, $2)")
-                .bind(token_hash)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            id
+    super::in_transaction(&mut *pool.acquire().await?, async |tx| {
+        // A concurrent first sign-in of the same user waits here for the
+        // other insert to commit, then finds its row below.
+        let created: Option<Uuid> = sqlx::query_scalar(
+            "INSERT INTO visitors (id, token_hash, user_id) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id) DO NOTHING
+             RETURNING id",
+        )
+        .bind(Uuid::now_v7())
+        .bind(token_hash)
+        .bind(user_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = created {
+            return Ok(Ending::Commit(id));
         }
-    };
-    tx.commit().await?;
-    Ok(id)
+        let id: Uuid = sqlx::query_scalar("SELECT id FROM visitors WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO visitor_tokens (token_hash, visitor_id) VALUES ($1, $2)")
+            .bind(token_hash)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        Ok::<_, sqlx::Error>(Ending::Commit(id))
+    })
+    .await
 }
 
 /// The visitor a token belongs to: the token it was created with, or one of

@@ -73,17 +73,78 @@ pub async fn open(config: &DatabaseConfig) -> anyhow::Result<Database> {
     Ok(Database { pool, private })
 }
 
+/// Limits every pooled session runs under, so that a mistake that leaves a
+/// lock held can only stall a conversation for seconds, never freeze it:
+/// a session idle inside a transaction is ended by PostgreSQL (its locks go
+/// with it), and a statement waiting for a lock gives up with SQLSTATE
+/// `55P03`, which callers treat as a failure that may pass (events and
+/// turns are retried, a customer's message is answered with a retryable
+/// error). No transaction in Helpline waits on anything but its own
+/// statements, so neither limit is reached in normal work. Set after
+/// connecting rather than as startup options, which connection poolers
+/// such as PgBouncer refuse.
+pub const SESSION_LIMITS: &str =
+    "SET idle_in_transaction_session_timeout = '10s'; SET lock_timeout = '5s'";
+
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(5))
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(conn, SESSION_LIMITS).await?;
+                Ok(())
+            })
+        })
         // sqlx pings an idle connection before handing it out, a round trip
         // per acquire, kept on purpose: without it every stale connection
         // fails a statement after a PostgreSQL restart, and the restart test
         // once timed out waiting for a turn (BENCHMARKS.md, "Findings").
         .connect_with(options.application_name("helpline"))
         .await
+}
+
+/// How the work run by [`in_transaction`] ends its transaction.
+pub enum Ending<T> {
+    Commit(T),
+    /// Nothing to keep: for work that found there was nothing to do.
+    RollBack(T),
+}
+
+/// Runs `work` in a transaction on `conn` and ends the transaction before
+/// returning, whichever way the work ends (an error rolls it back). A
+/// dropped sqlx transaction only queues its rollback, sent with the
+/// connection's next statement; on a connection kept for later statements
+/// (a worker's [`Kept`]) that can come long after, with the transaction's
+/// locks held all the while. Every transaction in Helpline goes through
+/// here.
+pub async fn in_transaction<T, E>(
+    conn: &mut PgConnection,
+    work: impl AsyncFnOnce(&mut PgConnection) -> Result<Ending<T>, E>,
+) -> Result<T, E>
+where
+    E: From<sqlx::Error>,
+{
+    let mut tx = sqlx::Connection::begin(conn).await?;
+    match work(&mut tx).await {
+        Ok(Ending::Commit(done)) => {
+            tx.commit().await?;
+            Ok(done)
+        }
+        Ok(Ending::RollBack(done)) => {
+            tx.rollback().await?;
+            Ok(done)
+        }
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                // The work's own error says more; a lost connection ends
+                // its transaction by itself.
+                tracing::debug!(error = %rollback, "rollback after a failed transaction failed");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// A pooled connection kept from one statement to the next by a task that
@@ -205,4 +266,34 @@ pub async fn ensure_database(admin_url: &str, name: &str) -> Result<(), sqlx::Er
     }
     admin.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// A transaction opened anywhere else could end by being dropped, its
+    /// rollback left queued on its connection.
+    #[test]
+    fn transactions_are_opened_only_by_in_transaction() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut openers = Vec::new();
+        let mut dirs = vec![src.clone()];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    let text = std::fs::read_to_string(&path).unwrap();
+                    let count = text.matches(".begin()").count()
+                        + text.matches("Connection::begin(").count();
+                    if count > 0 {
+                        let file = path.strip_prefix(&src).unwrap().to_owned();
+                        openers.push((file.to_string_lossy().into_owned(), count));
+                    }
+                }
+            }
+        }
+        // This file: `in_transaction` itself, and the patterns above.
+        assert_eq!(openers, [("storage/mod.rs".to_owned(), 3)]);
+    }
 }

@@ -6,6 +6,8 @@ use std::time::Duration;
 use sqlx::{migrate::Migrator, PgPool};
 use uuid::Uuid;
 
+use super::Ending;
+
 /// The migrations embedded in this binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
@@ -60,8 +62,9 @@ pub async fn migration_status(pool: &PgPool) -> Result<MigrationStatus, sqlx::Er
     Ok(status)
 }
 
-/// (kind, label, count) for the gauges: webhook events not finished,
-/// conversations by state, turns not finished.
+/// (kind, label, count) for the gauges: webhook events not finished, the
+/// most attempts any pending event has had, conversations by state, turns
+/// not finished.
 pub async fn samples(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
     let mut rows: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT 'events', status, count(*) FROM webhook_events
@@ -70,7 +73,10 @@ pub async fn samples(pool: &PgPool) -> Result<Vec<(String, String, i64)>, sqlx::
          SELECT 'conversations', status, count(*) FROM conversations GROUP BY status
          UNION ALL
          SELECT 'turns', status, count(*) FROM turns
-           WHERE status IN ('pending', 'in_flight') GROUP BY status",
+           WHERE status IN ('pending', 'in_flight') GROUP BY status
+         UNION ALL
+         SELECT 'event_attempts', 'max', COALESCE(max(attempts), 0)::int8 FROM webhook_events
+           WHERE status = 'pending'",
     )
     .fetch_all(pool)
     .await?;
@@ -209,42 +215,44 @@ pub struct Deleted {
 /// identity when no other conversation of theirs is left. Locks the
 /// conversation first, like every writer, so no message slips in.
 pub async fn delete_conversation(pool: &PgPool, id: Uuid) -> Result<Option<Deleted>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let visitor: Option<Uuid> =
-        sqlx::query_scalar("SELECT visitor_id FROM conversations WHERE id = $1 FOR UPDATE")
+    super::in_transaction(&mut *pool.acquire().await?, async |tx| {
+        let visitor: Option<Uuid> =
+            sqlx::query_scalar("SELECT visitor_id FROM conversations WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(visitor_id) = visitor else {
+            return Ok(Ending::RollBack(None));
+        };
+        let messages: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM messages WHERE conversation_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        let turns: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM turns WHERE conversation_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        // Messages and turns go with it (ON DELETE CASCADE).
+        sqlx::query("DELETE FROM conversations WHERE id = $1")
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-    let Some(visitor_id) = visitor else {
-        return Ok(None);
-    };
-    let messages: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM messages WHERE conversation_id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
-    let turns: i64 = sqlx::query_scalar("SELECT count(*) FROM turns WHERE conversation_id = $1")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-    // Messages and turns go with it (ON DELETE CASCADE).
-    sqlx::query("DELETE FROM conversations WHERE id = $1")
-        .bind(id)
+        let visitor = sqlx::query(
+            "DELETE FROM visitors WHERE id = $1
+               AND NOT EXISTS (SELECT 1 FROM conversations WHERE visitor_id = $1)",
+        )
+        .bind(visitor_id)
         .execute(&mut *tx)
-        .await?;
-    let visitor = sqlx::query(
-        "DELETE FROM visitors WHERE id = $1
-           AND NOT EXISTS (SELECT 1 FROM conversations WHERE visitor_id = $1)",
-    )
-    .bind(visitor_id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        > 0;
-    tx.commit().await?;
-    Ok(Some(Deleted {
-        messages,
-        turns,
-        visitor,
-    }))
+        .await?
+        .rows_affected()
+            > 0;
+        Ok::<_, sqlx::Error>(Ending::Commit(Some(Deleted {
+            messages,
+            turns,
+            visitor,
+        })))
+    })
+    .await
 }

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, PgConnection};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 use super::backoff;
@@ -14,10 +14,11 @@ use crate::{
     hub,
     state::AppState,
     storage::{
+        self,
         conversations::{self, Message, NewMessage, Role},
         on_kept,
         turns::{self, Claimed, TurnStatus},
-        Kept,
+        Ending, Kept,
     },
 };
 
@@ -130,8 +131,10 @@ async fn try_start(state: &AppState, conn: &mut Kept, claimed: &Claimed) -> Resu
 
 /// Ends a turn exactly once: stores the replies (or a notice to the
 /// customer), announces them, and starts the next turn if customer messages
-/// have been waiting. A turn that has already ended is left alone (its
-/// transaction is rolled back). If a person took the conversation over
+/// have been waiting. A turn that has already ended is left alone, its
+/// transaction rolled back at once (the conversation's lock, taken to find
+/// that out, must not outlive it: other events of the same batch may wait
+/// for it). If a person took the conversation over
 /// meanwhile, the AI's output is kept as an internal item and the customer
 /// sees nothing of it.
 ///
@@ -153,14 +156,48 @@ async fn finish_on(
     turn_id: Uuid,
     end: &TurnEnd<'_>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = conn.begin().await?;
-    let Some(finished) =
-        turns::finish(&mut tx, turn_id, end.status, end.response_id, end.problem).await?
-    else {
+    let ended = Instant::now();
+    let recorded = storage::in_transaction(conn, async |tx| {
+        Ok::<_, sqlx::Error>(match record_end(tx, turn_id, end).await? {
+            Some(recorded) => Ending::Commit(Some(recorded)),
+            None => Ending::RollBack(None),
+        })
+    });
+    let Some(recorded) = recorded.await? else {
         return Ok(());
     };
+    tracing::info!(%turn_id, status = ?end.status, messages = recorded.messages, "AI turn finished");
+    let waited = recorded
+        .waited
+        .map(|secs| Duration::from_secs_f64(secs.max(0.0)) + ended.elapsed());
+    crate::observe::turn_finished(state, end.status, waited);
+    if recorded.handed_over {
+        state.metrics.handoff();
+    }
+    Ok(())
+}
+
+/// What finishing a turn stored.
+struct Recorded {
+    /// Seconds from the first customer message the turn answers.
+    waited: Option<f64>,
+    messages: usize,
+    handed_over: bool,
+}
+
+/// The writes of [`finish_turn`], inside its transaction: `None` if the turn
+/// had ended already.
+async fn record_end(
+    tx: &mut PgConnection,
+    turn_id: Uuid,
+    end: &TurnEnd<'_>,
+) -> Result<Option<Recorded>, sqlx::Error> {
+    let Some(finished) =
+        turns::finish(&mut *tx, turn_id, end.status, end.response_id, end.problem).await?
+    else {
+        return Ok(None);
+    };
     let (conversation_id, who_speaks) = (finished.conversation_id, finished.state);
-    let ended = Instant::now();
 
     // Notifications go out in `seq` order: the items stored, then whatever
     // follows them.
@@ -173,7 +210,7 @@ async fn finish_on(
         new.turn_id = Some(turn_id);
         // The turn row lock makes this the only writer of these items; a
         // conflict means the data is inconsistent, so undo everything.
-        let message = append(&mut tx, new).await?;
+        let message = append(&mut *tx, new).await?;
         announce = announce.message(&message);
         stored.push(message);
     }
@@ -194,13 +231,13 @@ async fn finish_on(
         if let Some((action, actor, text, reason)) = handover {
             let mut new = NewMessage::public(conversation_id, Role::System, text);
             new.turn_id = Some(turn_id);
-            let message = append(&mut tx, new).await?;
+            let message = append(&mut *tx, new).await?;
             announce = announce.message(&message);
             stored.push(message);
             if who_speaks == State::Bot {
                 // The change of state announces its own item: after these.
-                std::mem::take(&mut announce).send(&mut tx).await?;
-                conversation::transition(&mut tx, conversation_id, action, actor, reason)
+                std::mem::take(&mut announce).send(&mut *tx).await?;
+                conversation::transition(&mut *tx, conversation_id, action, actor, reason)
                     .await
                     .map_err(into_sqlx)?;
                 handed_over = true;
@@ -213,17 +250,12 @@ async fn finish_on(
                 .wake_workers()
         })
         .unless_scheduled(|a| a.status(conversation_id, AssistantStatus::Idle));
-    turns::schedule(&mut tx, conversation_id, announce).await?;
-    tx.commit().await?;
-    tracing::info!(%turn_id, status = ?end.status, messages = stored.len(), "AI turn finished");
-    let waited = finished
-        .waited
-        .map(|secs| Duration::from_secs_f64(secs.max(0.0)) + ended.elapsed());
-    crate::observe::turn_finished(state, end.status, waited);
-    if handed_over {
-        state.metrics.handoff();
-    }
-    Ok(())
+    turns::schedule(&mut *tx, conversation_id, announce).await?;
+    Ok(Some(Recorded {
+        waited: finished.waited,
+        messages: stored.len(),
+        handed_over,
+    }))
 }
 
 /// Stores an item; a conflict (it is stored already) undoes the transaction.

@@ -4,7 +4,9 @@
 use helpline::simulator::Behaviour;
 use serde_json::Value;
 
-use crate::helpers::{run_cli, spawn_app, spawn_app_with, ChatSocket, TestApp, TestOptions};
+use crate::helpers::{
+    metric, run_cli, spawn_app, spawn_app_with, ChatSocket, TestApp, TestOptions,
+};
 
 const TOKEN: &str = "admin-secret-for-tests";
 
@@ -164,4 +166,37 @@ async fn without_an_admin_token_the_admin_api_does_not_exist() {
         .await
         .unwrap();
     assert_eq!(response.status(), 404);
+}
+
+#[tokio::test]
+async fn an_event_that_keeps_failing_shows_its_climbing_attempts_in_the_metrics() {
+    let behaviour = Behaviour {
+        retrieve_failures: 2,
+        ..Behaviour::default()
+    };
+    let app = spawn_app_with(TestOptions {
+        behaviour,
+        ..TestOptions::default()
+    })
+    .await;
+    let visitor = app.new_visitor().await;
+    let mut socket = app.connect(&visitor, None).await;
+    socket
+        .send_message("m-1", "Do you have a store in Lyon?")
+        .await;
+    app.wait_until(
+        "the event failed twice and waits for its third attempt",
+        "SELECT EXISTS (SELECT 1 FROM webhook_events WHERE status = 'pending' AND attempts = 2)",
+    )
+    .await;
+    let attempts = |text: &str| metric(text, "helpline_webhook_event_attempts_max", &[]);
+    assert_eq!(attempts(&app.metrics().await), 2.0);
+
+    socket.next_from("assistant").await;
+    app.wait_until(
+        "the event is processed",
+        "SELECT NOT EXISTS (SELECT 1 FROM webhook_events WHERE status = 'pending')",
+    )
+    .await;
+    assert_eq!(attempts(&app.metrics().await), 0.0);
 }

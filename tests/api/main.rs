@@ -5,6 +5,7 @@ mod helpers;
 
 mod agent_console;
 mod agents;
+mod batched_events;
 mod bench_smoke;
 mod browser;
 mod conversation_flow;
