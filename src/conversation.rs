@@ -21,35 +21,12 @@ use uuid::Uuid;
 
 use crate::{
     agents::frames as agent_frames,
-    hub,
-    storage::conversations::{self, Message, NewMessage, Role},
+    hub::Announce,
+    storage::{
+        conversations::{self, ConversationState, Message, NewMessage, Role},
+        notify::Announcements,
+    },
 };
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    Bot,
-    NeedsHuman,
-    Human,
-    Resolved,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Bot => "bot",
-            Self::NeedsHuman => "needs_human",
-            Self::Human => "human",
-            Self::Resolved => "resolved",
-        }
-    }
-
-    /// Whether AI turns start (and AI replies reach the customer).
-    pub fn ai_speaks(self) -> bool {
-        matches!(self, Self::Bot | Self::NeedsHuman)
-    }
-}
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,8 +48,8 @@ pub enum Action {
 
 impl Action {
     /// The state this action leads to from `from`, if it is allowed there.
-    pub fn apply(self, from: State) -> Option<State> {
-        use State::*;
+    pub fn apply(self, from: ConversationState) -> Option<ConversationState> {
+        use ConversationState::*;
         match (self, from) {
             (Self::TakeOver | Self::AgentReplied, Bot | NeedsHuman) => Some(Human),
             (Self::HandBack, Human) => Some(Bot),
@@ -122,7 +99,10 @@ impl Actor<'_> {
 #[derive(Debug, thiserror::Error)]
 pub enum TransitionError {
     #[error("cannot {action:?} a conversation that is {from:?}")]
-    NotAllowed { from: State, action: Action },
+    NotAllowed {
+        from: ConversationState,
+        action: Action,
+    },
     #[error(transparent)]
     Database(#[from] sqlx::Error),
 }
@@ -132,7 +112,7 @@ pub enum TransitionError {
 pub async fn lock_state(
     conn: &mut PgConnection,
     conversation_id: Uuid,
-) -> Result<State, sqlx::Error> {
+) -> Result<ConversationState, sqlx::Error> {
     sqlx::query_scalar("SELECT state FROM conversations WHERE id = $1 FOR UPDATE")
         .bind(conversation_id)
         .fetch_one(conn)
@@ -147,7 +127,7 @@ pub async fn transition(
     action: Action,
     actor: Actor<'_>,
     reason: Option<&str>,
-) -> Result<(State, Message), TransitionError> {
+) -> Result<(ConversationState, Message), TransitionError> {
     let from = lock_state(&mut *conn, conversation_id).await?;
     let to = action
         .apply(from)
@@ -189,7 +169,7 @@ pub async fn transition(
     let item = conversations::append(&mut *conn, item)
         .await?
         .ok_or(sqlx::Error::RowNotFound)?;
-    hub::Announcements::default()
+    Announcements::default()
         .message(&item)
         .to_agents(
             conversation_id,
@@ -202,7 +182,7 @@ pub async fn transition(
 
 #[cfg(test)]
 mod tests {
-    use super::{Action::*, State::*, *};
+    use super::{Action::*, ConversationState::*, *};
 
     #[test]
     fn the_transition_table() {

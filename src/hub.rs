@@ -21,8 +21,6 @@ use std::{
 };
 
 use axum::extract::ws::Utf8Bytes;
-use serde::Deserialize;
-use serde_json::value::RawValue;
 use sqlx::{
     postgres::{PgListener, PgPoolOptions},
     PgConnection, PgPool,
@@ -34,17 +32,12 @@ use uuid::Uuid;
 use crate::{
     agents::frames as agent_frames,
     chat::frames::{AssistantStatus, ServerFrame},
-    storage::conversations::{self, Message},
+    storage::{
+        conversations::{self, Message},
+        notify::{Announcements, FrameNotice, FRAMES_CHANNEL, TURN_DUE, WORK_CHANNEL},
+    },
 };
 
-pub const FRAMES_CHANNEL: &str = "helpline_frames";
-pub const WORK_CHANNEL: &str = "helpline_work";
-/// The payload of a `helpline_work` notification for a turn that is due.
-pub const TURN_DUE: &str = "turn";
-
-/// PostgreSQL drops NOTIFY payloads over 8000 bytes; bigger messages are
-/// announced by seq only and read back from the database.
-pub const MAX_INLINE_PAYLOAD: usize = 7900;
 /// Per conversation. A socket that falls further behind reads the gap from
 /// the database (`RecvError::Lagged`). The slots are allocated up front, per
 /// watched conversation: 256 cost about 20 KiB of every idle socket
@@ -157,147 +150,39 @@ impl Drop for Subscription {
     }
 }
 
-#[derive(Deserialize)]
-struct Notification<'a> {
-    c: Uuid,
-    /// Set for the agents' audience; `seq` is then the `agent_seq`.
-    #[serde(default)]
-    a: bool,
-    seq: Option<i64>,
-    /// The frame, rendered by the writer.
-    #[serde(borrow)]
-    f: Option<&'a RawValue>,
-    /// Or the stored item itself, when the writer announced it from SQL
-    /// (`storage::turns::append_and_schedule`): the frame is rendered here.
-    /// A hub that predates this field reads the item back by `seq`.
-    m: Option<Message>,
-}
-
-/// Notifications a writer sends together, in order, in one statement of
-/// its transaction; PostgreSQL delivers them when it commits. One round trip
-/// however many there are: [`Announcements::send`], or
-/// [`crate::storage::turns::schedule`], which also sends those that depend
-/// on whether it started a turn.
-#[derive(Default)]
-pub struct Announcements {
-    channels: Vec<&'static str>,
-    payloads: Vec<String>,
-    /// Per notification: [`ALWAYS`], [`IF_SCHEDULED`] or [`UNLESS_SCHEDULED`].
-    when: Vec<i16>,
-}
-
-/// Sent whatever happens.
-pub const ALWAYS: i16 = 0;
-/// Sent only if the statement that sends it started a turn.
-pub const IF_SCHEDULED: i16 = 1;
-/// Sent only if it did not.
-pub const UNLESS_SCHEDULED: i16 = 2;
-
-impl Announcements {
+/// Frames for the sockets, added to a writer's [`Announcements`]: rendered
+/// here, where the frames' formats are known; sent by the writer.
+pub trait Announce {
     /// A stored item, to agents, and to the customer's sockets if it is
     /// public.
-    pub fn message(mut self, message: &Message) -> Self {
-        let c = message.conversation_id;
-        let agent_frame = agent_frames::item(message);
-        let mut agents = format!(
-            r#"{{"c":"{c}","a":true,"seq":{},"f":{agent_frame}}}"#,
-            message.agent_seq
-        );
-        if agents.len() > MAX_INLINE_PAYLOAD {
-            agents = format!(r#"{{"c":"{c}","a":true,"seq":{}}}"#, message.agent_seq);
-        }
-        if let Some(seq) = message.seq {
-            let frame = ServerFrame::from(message).to_json();
-            let mut customers = format!(r#"{{"c":"{c}","seq":{seq},"f":{frame}}}"#);
-            if customers.len() > MAX_INLINE_PAYLOAD {
-                customers = format!(r#"{{"c":"{c}","seq":{seq}}}"#);
-            }
-            self = self.push(FRAMES_CHANNEL, customers);
-        }
-        self.push(FRAMES_CHANNEL, agents)
-    }
-
+    fn message(self, message: &Message) -> Self;
     /// The assistant's state, to the conversation's sockets and to agents.
-    pub fn status(self, conversation_id: Uuid, status: AssistantStatus) -> Self {
-        let c = conversation_id;
+    fn status(self, conversation_id: Uuid, status: AssistantStatus) -> Self;
+}
+
+impl Announce for Announcements {
+    fn message(self, message: &Message) -> Self {
+        let c = message.conversation_id;
+        let agents = agent_frames::item(message);
+        let this = match message.seq {
+            Some(seq) => {
+                let frame = ServerFrame::from(message).to_json();
+                self.frame(c, false, Some(seq), &frame)
+            }
+            None => self,
+        };
+        this.frame(c, true, Some(message.agent_seq), &agents)
+    }
+
+    fn status(self, conversation_id: Uuid, status: AssistantStatus) -> Self {
         let frame = ServerFrame::Status { assistant: status }.to_json();
-        let agent_frame = agent_frames::status(conversation_id, status);
-        self.push(FRAMES_CHANNEL, format!(r#"{{"c":"{c}","f":{frame}}}"#))
-            .push(
-                FRAMES_CHANNEL,
-                format!(r#"{{"c":"{c}","a":true,"f":{agent_frame}}}"#),
-            )
-    }
-
-    /// An agents-only frame (e.g. a change of state).
-    pub fn to_agents(self, conversation_id: Uuid, frame: &str) -> Self {
-        self.push(
-            FRAMES_CHANNEL,
-            format!(r#"{{"c":"{conversation_id}","a":true,"f":{frame}}}"#),
-        )
-    }
-
-    /// Wakes a worker on every instance: a turn is due. (A `helpline_work`
-    /// notification with any other payload is for any job: an event, say.)
-    pub fn wake_workers(self) -> Self {
-        self.push(WORK_CHANNEL, TURN_DUE.to_owned())
-    }
-
-    /// What `add` adds goes out only if [`crate::storage::turns::schedule`],
-    /// which sends these, starts a turn.
-    pub fn if_scheduled(self, add: impl FnOnce(Self) -> Self) -> Self {
-        self.only(IF_SCHEDULED, add)
-    }
-
-    /// What `add` adds goes out only if it does not.
-    pub fn unless_scheduled(self, add: impl FnOnce(Self) -> Self) -> Self {
-        self.only(UNLESS_SCHEDULED, add)
-    }
-
-    fn only(self, when: i16, add: impl FnOnce(Self) -> Self) -> Self {
-        let from = self.when.len();
-        let mut this = add(self);
-        this.when[from..].fill(when);
-        this
-    }
-
-    fn push(mut self, channel: &'static str, payload: String) -> Self {
-        self.channels.push(channel);
-        self.payloads.push(payload);
-        self.when.push(ALWAYS);
-        self
-    }
-
-    /// The notifications, in order: channels, payloads, and when each goes.
-    pub fn into_parts(self) -> (Vec<&'static str>, Vec<String>, Vec<i16>) {
-        (self.channels, self.payloads, self.when)
-    }
-
-    /// Sends them all. Only [`crate::storage::turns::schedule`] knows
-    /// whether a turn was scheduled: conditional ones are not for this.
-    pub async fn send(self, conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-        debug_assert!(
-            self.when.iter().all(|&w| w == ALWAYS),
-            "conditional notifications go through turns::schedule"
-        );
-        if self.channels.is_empty() {
-            return Ok(());
-        }
-        // pg_notify is volatile, so it is evaluated after the sort: in order.
-        sqlx::query(
-            "SELECT pg_notify(n.channel, n.payload)
-             FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS n(channel, payload, i)
-             ORDER BY n.i",
-        )
-        .bind(self.channels)
-        .bind(self.payloads)
-        .execute(conn)
-        .await?;
-        Ok(())
+        let agents = agent_frames::status(conversation_id, status);
+        self.frame(conversation_id, false, None, &frame)
+            .frame(conversation_id, true, None, &agents)
     }
 }
 
-/// Announces a stored item (see [`Announcements::message`]).
+/// Announces a stored item (see [`Announce::message`]).
 pub async fn publish_message(
     conn: &mut PgConnection,
     message: &Message,
@@ -315,7 +200,7 @@ pub fn listener_name(instance: Uuid) -> String {
 pub async fn listen(
     pool: PgPool,
     hub: Hub,
-    work: Arc<crate::worker::Wakeups>,
+    work: Arc<crate::queue::Wakeups>,
     cancel: CancellationToken,
     instance: Uuid,
 ) {
@@ -383,12 +268,12 @@ async fn connect_listener(pool: &PgPool, instance: Uuid) -> Result<PgListener, s
 }
 
 fn handle_frame(pool: &PgPool, hub: &Hub, payload: &str) {
-    let Ok(n) = serde_json::from_str::<Notification>(payload) else {
+    let Ok(n) = serde_json::from_str::<FrameNotice>(payload) else {
         tracing::warn!(payload, "ignoring a malformed frame notification");
         return;
     };
     // Rendered only once someone here watches.
-    let frame = |n: &Notification| match (n.f, &n.m) {
+    let frame = |n: &FrameNotice| match (n.f, &n.m) {
         (Some(f), _) => Some(Utf8Bytes::from(f.get().to_owned())),
         (None, Some(m)) if n.a => Some(agent_frames::item(m).into()),
         (None, Some(m)) => Some(ServerFrame::from(m).to_json().into()),

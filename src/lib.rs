@@ -23,6 +23,8 @@ mod fuzz_props;
 pub mod hub;
 pub mod limits;
 pub mod observe;
+pub mod probes;
+pub mod queue;
 pub mod retention;
 pub mod security_headers;
 pub mod simulator;

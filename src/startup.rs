@@ -18,8 +18,8 @@ use crate::{
     chat,
     config::Config,
     hub::{self, Hub},
-    observe::{self, Health, Metrics},
-    retention, security_headers,
+    observe::{Health, Metrics},
+    probes, retention, security_headers,
     simulator::{Behaviour, Simulator},
     state::AppState,
     storage::{self, private_pg::PrivatePostgres},
@@ -45,7 +45,7 @@ pub fn app(state: AppState) -> Router {
         .merge(agents::router(sessions, https))
         .merge(admin::router())
         .merge(webhooks::router())
-        .merge(observe::router())
+        .merge(probes::router())
         .fallback_service(ServeDir::new(static_dir));
     let routes = routes.layer(axum::middleware::from_fn(security_headers::add));
     telemetry::layers(routes).with_state(state)
@@ -167,7 +167,7 @@ impl Application {
         let limits = Arc::new(crate::limits::Limits::new(config.limits.clone()));
         // Recorded webhooks wake this instance's workers (no pg_notify:
         // see storage::inbox).
-        let work = Arc::new(crate::worker::Wakeups::default());
+        let work = Arc::new(crate::queue::Wakeups::default());
         let receipts = crate::storage::inbox::Recorder::start(
             pool.clone(),
             work.any.clone(),

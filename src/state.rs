@@ -39,7 +39,7 @@ pub struct AppState {
     /// pokes it for every `helpline_work` notification (`turns` for a turn
     /// that is due, `any` otherwise); `receipts` pokes `any` after queueing
     /// webhook events in the database.
-    pub work: Arc<crate::worker::Wakeups>,
+    pub work: Arc<crate::queue::Wakeups>,
     /// Stores verified webhook deliveries, several per statement under load
     /// (`storage::inbox::Recorder`).
     pub receipts: inbox::Recorder,

@@ -16,14 +16,14 @@ use super::{
 };
 use crate::{
     chat::frames::check_text,
-    conversation::{self, Action, Actor, State as Who, TransitionError},
+    conversation::{self, Action, Actor, TransitionError},
     error::ApiError,
     hub,
     state::AppState,
     storage::{
         self,
         agents::{self, Summary},
-        conversations::{self, Message, NewMessage, Role},
+        conversations::{self, ConversationState, Message, NewMessage, Role},
         Ending,
     },
 };
@@ -124,20 +124,20 @@ pub(super) async fn reply(
         id: agent.id,
         name: &agent.name,
     };
-    let item = in_transaction(&state.pool, async |tx| {
+    let item = atomically(&state.pool, async |tx| {
         match lock_existing(&mut *tx, id).await? {
-            Who::Resolved => {
+            ConversationState::Resolved => {
                 return Err(ApiError::Conflict {
                     code: "conversation_resolved",
                     message: "the conversation is resolved; reopen it to reply".into(),
                 })
             }
-            Who::Bot | Who::NeedsHuman => {
+            ConversationState::Bot | ConversationState::NeedsHuman => {
                 conversation::transition(&mut *tx, id, Action::AgentReplied, actor, None)
                     .await
                     .map_err(transition_error)?;
             }
-            Who::Human => {}
+            ConversationState::Human => {}
         }
         store(tx, NewMessage::public(id, Role::Agent, text), &agent).await
     })
@@ -153,7 +153,7 @@ pub(super) async fn note(
     Json(body): Json<Text>,
 ) -> Result<Json<Value>, ApiError> {
     let text = checked(&body.text)?;
-    let item = in_transaction(&state.pool, async |tx| {
+    let item = atomically(&state.pool, async |tx| {
         lock_existing(&mut *tx, id).await?;
         store(tx, NewMessage::internal(id, Role::Note, text), &agent).await
     })
@@ -188,7 +188,7 @@ pub(super) async fn act(
         id: agent.id,
         name: &agent.name,
     };
-    in_transaction(&state.pool, async |tx| {
+    atomically(&state.pool, async |tx| {
         lock_existing(&mut *tx, id).await?;
         conversation::transition(&mut *tx, id, action, actor, reason)
             .await
@@ -215,7 +215,7 @@ pub(super) async fn read(
 }
 
 /// The conversation's state under its lock; 404 if there is none.
-async fn lock_existing(conn: &mut PgConnection, id: Uuid) -> Result<Who, ApiError> {
+async fn lock_existing(conn: &mut PgConnection, id: Uuid) -> Result<ConversationState, ApiError> {
     match conversation::lock_state(conn, id).await {
         Ok(who) => Ok(who),
         Err(sqlx::Error::RowNotFound) => Err(ApiError::NotFound),
@@ -225,7 +225,7 @@ async fn lock_existing(conn: &mut PgConnection, id: Uuid) -> Result<Who, ApiErro
 
 /// Runs `work` in a transaction on a pooled connection: the whole of an
 /// agent's action, committed if it succeeds.
-async fn in_transaction<T>(
+async fn atomically<T>(
     pool: &PgPool,
     work: impl AsyncFnOnce(&mut PgConnection) -> Result<T, ApiError>,
 ) -> Result<T, ApiError> {

@@ -28,11 +28,13 @@ use uuid::Uuid;
 use crate::{
     conversation::{self, Action, Actor, TransitionError},
     error::ApiError,
-    hub, limits,
+    hub::Announce,
+    limits,
     state::AppState,
     storage::{
         self,
-        conversations::{self, Message, NewMessage, Role},
+        conversations::{self, ConversationState, Message, NewMessage, Role},
+        notify::Announcements,
         turns, Ending,
     },
 };
@@ -190,12 +192,12 @@ pub async fn receive_customer_message(
     client_id: &str,
     text: &str,
 ) -> Result<Received, sqlx::Error> {
-    let thinking = |a: hub::Announcements| {
+    let thinking = |a: Announcements| {
         a.status(conversation_id, AssistantStatus::Thinking)
             .wake_workers()
     };
     // Nearly always: one statement does it all.
-    let announce = hub::Announcements::default().if_scheduled(thinking);
+    let announce = Announcements::default().if_scheduled(thinking);
     if let Some(message) =
         turns::append_and_schedule(pool, conversation_id, client_id, text, announce).await?
     {
@@ -212,7 +214,7 @@ pub async fn receive_customer_message(
         let Some(message) = conversations::append(&mut *tx, new).await? else {
             return Ok(Ending::RollBack(None));
         };
-        let announce = hub::Announcements::default()
+        let announce = Announcements::default()
             .message(&message)
             .if_scheduled(thinking);
         turns::schedule(&mut *tx, conversation_id, announce).await?;
@@ -235,8 +237,7 @@ async fn reopen_if_resolved(
     conn: &mut sqlx::PgConnection,
     conversation_id: Uuid,
 ) -> Result<(), sqlx::Error> {
-    if conversation::lock_state(&mut *conn, conversation_id).await? == conversation::State::Resolved
-    {
+    if conversation::lock_state(&mut *conn, conversation_id).await? == ConversationState::Resolved {
         let reopened = conversation::transition(
             conn,
             conversation_id,

@@ -7,6 +7,34 @@ use uuid::Uuid;
 
 use super::Ending;
 
+/// Who may speak in a conversation (the rules of changing it are in
+/// [`crate::conversation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationState {
+    Bot,
+    NeedsHuman,
+    Human,
+    Resolved,
+}
+
+impl ConversationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bot => "bot",
+            Self::NeedsHuman => "needs_human",
+            Self::Human => "human",
+            Self::Resolved => "resolved",
+        }
+    }
+
+    /// Whether AI turns start (and AI replies reach the customer).
+    pub fn ai_speaks(self) -> bool {
+        matches!(self, Self::Bot | Self::NeedsHuman)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
 #[serde(rename_all = "lowercase")]

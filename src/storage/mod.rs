@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod conversations;
 pub mod inbox;
+pub mod notify;
 pub mod ops;
 pub mod private_pg;
 pub mod turns;

@@ -8,10 +8,10 @@ use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
-    conversations::{Message, MESSAGE_COLUMNS},
+    conversations::{ConversationState, Message, MESSAGE_COLUMNS},
+    notify::{self, Announcements},
     on_kept, Kept, NO_FLUSH_WAIT,
 };
-use crate::{conversation::State, hub};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
@@ -27,6 +27,17 @@ pub enum TurnStatus {
 impl TurnStatus {
     pub fn is_finished(self) -> bool {
         !matches!(self, Self::Pending | Self::InFlight)
+    }
+
+    /// How a finished turn ended, as metrics label it; `None` while it runs.
+    pub fn finished_label(self) -> Option<&'static str> {
+        match self {
+            Self::Completed => Some("completed"),
+            Self::Failed => Some("failed"),
+            Self::Cancelled => Some("cancelled"),
+            Self::Incomplete => Some("incomplete"),
+            Self::Pending | Self::InFlight => None,
+        }
     }
 }
 
@@ -49,12 +60,12 @@ const TURN_COLUMNS: &str =
 /// Starts a turn for the customer messages no turn has taken yet, unless one
 /// is active or a person owns the conversation, and sends `announce` in the
 /// same statement: those of its notifications that depend on whether a
-/// turn was started as that says ([`hub::Announcements::if_scheduled`]).
+/// turn was started as that says ([`Announcements::if_scheduled`]).
 /// Call with the conversation locked. Returns whether it started one.
 pub async fn schedule(
     conn: &mut PgConnection,
     conversation_id: Uuid,
-    announce: hub::Announcements,
+    announce: Announcements,
 ) -> Result<bool, sqlx::Error> {
     let (channels, payloads, when) = announce.into_parts();
     // pg_notify is volatile, so it is evaluated after the sort: in order.
@@ -92,8 +103,8 @@ pub async fn schedule(
     .bind(channels)
     .bind(payloads)
     .bind(when)
-    .bind(hub::ALWAYS)
-    .bind(hub::IF_SCHEDULED)
+    .bind(notify::ALWAYS)
+    .bind(notify::IF_SCHEDULED)
     .fetch_one(conn)
     .await
 }
@@ -120,7 +131,7 @@ pub async fn append_and_schedule(
     conversation_id: Uuid,
     client_id: &str,
     body: &str,
-    announce: hub::Announcements,
+    announce: Announcements,
 ) -> Result<Option<Message>, sqlx::Error> {
     let (channels, payloads, when) = announce.into_parts();
     let appended = sqlx::query_as(&format!(
@@ -176,13 +187,13 @@ pub async fn append_and_schedule(
     .bind(body)
     .bind(client_id)
     .bind(Uuid::now_v7())
-    .bind(hub::FRAMES_CHANNEL)
-    .bind(hub::MAX_INLINE_PAYLOAD as i32)
+    .bind(notify::FRAMES_CHANNEL)
+    .bind(notify::MAX_INLINE_PAYLOAD as i32)
     .bind(channels)
     .bind(payloads)
     .bind(when)
-    .bind(hub::ALWAYS)
-    .bind(hub::IF_SCHEDULED)
+    .bind(notify::ALWAYS)
+    .bind(notify::IF_SCHEDULED)
     .fetch_optional(pool)
     .await;
     match appended {
@@ -334,7 +345,7 @@ pub async fn find_by_response(
 pub struct Finished {
     pub conversation_id: Uuid,
     /// The conversation's state, read under its row lock.
-    pub state: State,
+    pub state: ConversationState,
     /// How long the customer has waited, from the turn's first message.
     pub waited: Option<f64>,
 }

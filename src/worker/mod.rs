@@ -8,13 +8,9 @@ mod events;
 mod reconciler;
 mod turns;
 
-use std::{
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Notify, Semaphore};
 
 use crate::{
     state::AppState,
@@ -28,45 +24,6 @@ pub use turns::finish_turn;
 /// serves this many events (BENCHMARKS.md, scenario 1). Each still fetches
 /// its own response.
 pub const EVENT_BATCH: usize = 8;
-
-/// How this instance's worker loops are woken: one idle loop per wake-up
-/// (or the next to wait). Events handed in memory wake them through
-/// [`crate::storage::inbox::Recorder::handed`].
-pub struct Wakeups {
-    /// Any job may be waiting: look everywhere (`notify_one`). A
-    /// `helpline_work` notification, events the recorder queued in the
-    /// database.
-    pub any: Arc<Notify>,
-    /// Turns due, counted: one permit per `helpline_work` notification for
-    /// a turn ([`Wakeups::turn_due`]). While every loop is busy a burst of
-    /// turns leaves as many permits, so a loop that has started one turn
-    /// knows whether another is waiting instead of looking to find out.
-    turns: Semaphore,
-}
-
-impl Default for Wakeups {
-    fn default() -> Self {
-        Self {
-            any: Arc::default(),
-            turns: Semaphore::new(0),
-        }
-    }
-}
-
-impl Wakeups {
-    /// A turn fell due (a notification said so): one loop looks for it.
-    pub fn turn_due(&self) {
-        self.turns.add_permits(1);
-    }
-
-    /// Takes a turn's wake-up if one is waiting.
-    fn take_turn(&self) -> bool {
-        self.turns
-            .try_acquire()
-            .map(|permit| permit.forget())
-            .is_ok()
-    }
-}
 
 /// How long a claimed job is ours before another worker may take it over
 /// (the owner may have died): longer than any one call to OpenAI can take.
@@ -118,10 +75,7 @@ async fn run(state: AppState) {
         // on the branch `select!` drops is passed on to another waiter.)
         look = tokio::select! {
             _ = state.receipts.handed() => Look::Handed,
-            permit = work.turns.acquire() => {
-                permit.map(|p| p.forget()).ok();
-                Look::Turn
-            }
+            _ = work.turn_wakeup() => Look::Turn,
             _ = work.any.notified() => Look::Everywhere,
             _ = tokio::time::sleep(poll) => Look::Everywhere,
             _ = state.shutdown.cancelled() => Look::Everywhere,

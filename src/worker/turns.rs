@@ -10,12 +10,13 @@ use super::backoff;
 use crate::{
     ai::{AiError, FetchedResponse, Outcome, Reply},
     chat::frames::AssistantStatus,
-    conversation::{self, Action, Actor, State, TransitionError},
-    hub,
+    conversation::{self, Action, Actor, TransitionError},
+    hub::Announce,
     state::AppState,
     storage::{
         self,
-        conversations::{self, Message, NewMessage, Role},
+        conversations::{self, ConversationState, Message, NewMessage, Role},
+        notify::Announcements,
         on_kept,
         turns::{self, Claimed, TurnStatus},
         Ending, Kept,
@@ -170,7 +171,9 @@ async fn finish_on(
     let waited = recorded
         .waited
         .map(|secs| Duration::from_secs_f64(secs.max(0.0)) + ended.elapsed());
-    crate::observe::turn_finished(state, end.status, waited);
+    if let (Some(label), Some(waited)) = (end.status.finished_label(), waited) {
+        state.metrics.turn_finished(label, waited);
+    }
     if recorded.handed_over {
         state.metrics.handoff();
     }
@@ -202,7 +205,7 @@ async fn record_end(
     // Notifications go out in `seq` order: the items stored, then whatever
     // follows them.
     let mut stored = Vec::new();
-    let mut announce = hub::Announcements::default();
+    let mut announce = Announcements::default();
     for reply in end.replies {
         let mut new = NewMessage::public(conversation_id, Role::Assistant, &reply.text);
         new.internal = !who_speaks.ai_speaks();
@@ -234,7 +237,7 @@ async fn record_end(
             let message = append(&mut *tx, new).await?;
             announce = announce.message(&message);
             stored.push(message);
-            if who_speaks == State::Bot {
+            if who_speaks == ConversationState::Bot {
                 // The change of state announces its own item: after these.
                 std::mem::take(&mut announce).send(&mut *tx).await?;
                 conversation::transition(&mut *tx, conversation_id, action, actor, reason)
