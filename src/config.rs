@@ -488,7 +488,7 @@ impl Config {
         };
         // A busy worker and each receipt writer keep a connection of their
         // own (`storage::Kept`); requests and finishing turns share the rest.
-        let kept = worker.concurrency + crate::storage::inbox::WRITERS;
+        let kept = worker.concurrency + crate::queue::WRITERS;
         if kept + 2 > database.max_connections as usize {
             r.problem(
                 "HELPLINE_WORKERS",
@@ -496,7 +496,7 @@ impl Config {
                     "is {} but HELPLINE_DB_MAX_CONNECTIONS is {}: workers and the {} webhook writers keep a connection each, so the pool needs at least {} (raise it, or lower the workers)",
                     worker.concurrency,
                     database.max_connections,
-                    crate::storage::inbox::WRITERS,
+                    crate::queue::WRITERS,
                     kept + 2
                 ),
             );

@@ -168,7 +168,7 @@ impl Application {
         // Recorded webhooks wake this instance's workers (no pg_notify:
         // see storage::inbox).
         let work = Arc::new(crate::queue::Wakeups::default());
-        let receipts = crate::storage::inbox::Recorder::start(
+        let receipts = crate::queue::Recorder::start(
             pool.clone(),
             work.any.clone(),
             crate::worker::EVENT_BATCH,

@@ -11,7 +11,6 @@ use crate::{
     hub::Hub,
     limits::Limits,
     observe::{Health, Metrics},
-    storage::inbox,
     webhooks::signature::WebhookSecret,
 };
 
@@ -41,6 +40,6 @@ pub struct AppState {
     /// webhook events in the database.
     pub work: Arc<crate::queue::Wakeups>,
     /// Stores verified webhook deliveries, several per statement under load
-    /// (`storage::inbox::Recorder`).
-    pub receipts: inbox::Recorder,
+    /// (`queue::Recorder`).
+    pub receipts: crate::queue::Recorder,
 }

@@ -1,15 +1,21 @@
-//! How this instance's workers are woken. Jobs live in PostgreSQL (webhook
-//! events in `storage::inbox`, turns in `storage::turns`); a writer
-//! announces one with a `helpline_work` notification, which every
-//! instance's listener turns into a wake-up here.
+//! The job queue's home. Jobs live in PostgreSQL (webhook events in
+//! `storage::inbox`, turns in `storage::turns`). Webhook receipts are
+//! stored by this instance's [`Recorder`], which hands the new events to
+//! its own workers in memory; other jobs are announced with a
+//! `helpline_work` notification, which every instance's listener turns
+//! into a wake-up here ([`Wakeups`]).
+
+mod recorder;
 
 use std::sync::Arc;
+
+pub use recorder::{Recorder, WRITERS};
 
 use tokio::sync::{Notify, Semaphore};
 
 /// How this instance's worker loops are woken: one idle loop per wake-up
 /// (or the next to wait). Events handed in memory wake them through
-/// [`crate::storage::inbox::Recorder::handed`].
+/// [`Recorder::handed`].
 pub struct Wakeups {
     /// Any job may be waiting: look everywhere (`notify_one`). A
     /// `helpline_work` notification, events the recorder queued in the
