@@ -5,7 +5,7 @@ use helpline::simulator::Behaviour;
 use serde_json::Value;
 
 use crate::helpers::{
-    metric, run_cli, spawn_app, spawn_app_with, ChatSocket, TestApp, TestOptions,
+    app_behaving, metric, run_cli, spawn_app, spawn_app_with, ChatSocket, TestApp, TestOptions,
 };
 
 const TOKEN: &str = "admin-secret-for-tests";
@@ -170,17 +170,11 @@ async fn without_an_admin_token_the_admin_api_does_not_exist() {
 
 #[tokio::test]
 async fn an_event_that_keeps_failing_shows_its_climbing_attempts_in_the_metrics() {
-    let behaviour = Behaviour {
+    let (app, mut socket) = app_behaving(Behaviour {
         retrieve_failures: 2,
         ..Behaviour::default()
-    };
-    let app = spawn_app_with(TestOptions {
-        behaviour,
-        ..TestOptions::default()
     })
     .await;
-    let visitor = app.new_visitor().await;
-    let mut socket = app.connect(&visitor, None).await;
     socket
         .send_message("m-1", "Do you have a store in Lyon?")
         .await;

@@ -421,6 +421,19 @@ impl TestApp {
     }
 }
 
+/// An app whose simulator behaves as `behaviour`, and a new visitor's
+/// socket.
+pub async fn app_behaving(behaviour: Behaviour) -> (TestApp, ChatSocket) {
+    let app = spawn_app_with(TestOptions {
+        behaviour,
+        ..TestOptions::default()
+    })
+    .await;
+    let visitor = app.new_visitor().await;
+    let socket = app.connect(&visitor, None).await;
+    (app, socket)
+}
+
 /// Where a test delivers OpenAI's webhooks itself (deciding when, how
 /// often, with which ids): an app whose simulator sends none, the ids of
 /// the responses it is asked for, in order, and a visitor with one socket

@@ -3,7 +3,9 @@
 
 use futures::future::join_all;
 
-use crate::helpers::{next_created, spawn_app_with, webhooks_by_hand, TestApp, TestOptions};
+use crate::helpers::{
+    app_behaving, next_created, spawn_app_with, webhooks_by_hand, TestApp, TestOptions,
+};
 use helpline::simulator::Behaviour;
 
 #[tokio::test]
@@ -75,17 +77,11 @@ async fn two_webhook_ids_for_one_response_store_one_reply() {
 
 #[tokio::test]
 async fn a_webhook_that_overtakes_the_create_call_is_still_delivered() {
-    let behaviour = Behaviour {
+    let (app, mut socket) = app_behaving(Behaviour {
         webhook_before_create_returns: true,
         ..Behaviour::default()
-    };
-    let app = spawn_app_with(TestOptions {
-        behaviour,
-        ..TestOptions::default()
     })
     .await;
-    let visitor = app.new_visitor().await;
-    let mut socket = app.connect(&visitor, None).await;
     socket
         .send_message("e-1", "Are you open on Saturday? What are the hours?")
         .await;
