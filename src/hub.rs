@@ -40,8 +40,7 @@ use crate::{
 
 /// Per conversation. A socket that falls further behind reads the gap from
 /// the database (`RecvError::Lagged`). The slots are allocated up front, per
-/// watched conversation: 256 cost about 20 KiB of every idle socket
-/// (BENCHMARKS.md, scenario 3).
+/// watched conversation, so a deeper buffer costs every idle socket memory.
 const CHANNEL_CAPACITY: usize = 16;
 /// Agents watch every conversation at once: a deeper buffer.
 const AGENT_CHANNEL_CAPACITY: usize = 4096;

@@ -38,8 +38,8 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames are small; anything bigger is refused before it is parsed.
 const MAX_FRAME_BYTES: usize = MAX_TEXT_CHARS * 4 + 1024;
 /// tungstenite zero-fills its whole read buffer (128 KiB by default) on the
-/// first read, so each idle socket kept 128 KiB resident; frames are small,
-/// and a bigger one grows the buffer as needed (BENCHMARKS.md, scenario 3).
+/// first read, which would keep all of it resident for every idle socket;
+/// frames are small, and a bigger one grows the buffer as needed.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 const CLOSE_GOING_AWAY: u16 = 1001;
@@ -80,8 +80,7 @@ pub(super) async fn upgrade(
 /// their future, at its largest, for the socket's whole life: the deep
 /// steps that run once or now and then (the handshake, the welcome, storing
 /// a message, catching up) are boxed, so their database futures take memory
-/// only while they run (6.2 KB of futures per socket before, 3.5 KB after:
-/// BENCHMARKS.md, scenario 3).
+/// only while they run, not for as long as the socket stays open.
 async fn serve(mut socket: WebSocket, state: AppState) {
     let Some((visitor, conversation_id, after_seq)) =
         Box::pin(handshake(&mut socket, &state)).await

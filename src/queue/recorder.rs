@@ -24,8 +24,7 @@ type Answer = oneshot::Sender<Result<Option<bool>, Arc<sqlx::Error>>>;
 /// New events are stored already leased to this instance's workers, up to
 /// [`HANDED_MAX`] of them waiting at once, and handed to them in memory
 /// ([`Recorder::take`]): an event so handed needs no claim, which is one
-/// statement and one row update fewer per event (BENCHMARKS.md, scenario
-/// 1). The rest go to the queue in the database unleased, for any
+/// statement and one row update fewer per event. The rest go to the queue in the database unleased, for any
 /// instance's workers. After each commit the writer wakes one worker per
 /// [`crate::worker`] batch of new events: through [`Recorder::handed`] for
 /// those it handed, through `work` for those it queued in the database.

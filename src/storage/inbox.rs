@@ -57,9 +57,8 @@ pub struct Stored {
 ///
 /// It does not `pg_notify`: a notifying transaction holds PostgreSQL's one
 /// notification-queue lock from its commit until the commit is flushed, so
-/// notifying deliveries commit one at a time instead of sharing WAL flushes
-/// (BENCHMARKS.md, scenario 1). The recorder wakes its own instance's
-/// workers instead.
+/// notifying deliveries commit one at a time instead of sharing WAL flushes.
+/// The recorder wakes its own instance's workers instead.
 async fn record_all(
     conn: &mut PgConnection,
     receipts: &[&Receipt],
@@ -255,8 +254,7 @@ async fn settle_on(
     // when the connection first ran this statement, and while the table is
     // small it is a hash join over a sequential scan, which it then stays
     // while the table grows (until autovacuum's next ANALYZE invalidates
-    // it). In scenario 1 that was 1.6 ms and 579 buffers per statement
-    // instead of a few index lookups (BENCHMARKS.md).
+    // it): many times the work of a few index lookups.
     .persistent(false)
     .execute(conn)
     .await?;
@@ -266,7 +264,7 @@ async fn settle_on(
 /// One outcome (most batches under a steady load hold one event): a
 /// statement on the unique key, prepared once per connection. Its generic
 /// plan is an index lookup whatever the table's size, so it is not planned
-/// afresh each time like the batch's (BENCHMARKS.md).
+/// afresh each time like the batch's.
 async fn settle_one(
     conn: &mut PgConnection,
     webhook_id: &str,

@@ -29,8 +29,8 @@ use private_pg::PrivatePostgres;
 /// recording a job's outcome or its next attempt, marking a turn in flight.
 /// It sets
 /// `synchronous_commit = off` for that statement's own transaction, so its
-/// commit does not wait for the WAL flush (BENCHMARKS.md: each wait is a
-/// disk flush, and under load they queue behind the webhook inserts).
+/// commit does not wait for the WAL flush: each wait is a disk flush, and
+/// under load they queue behind the webhook inserts.
 ///
 /// A crash of PostgreSQL itself (not of Helpline) can lose the last such
 /// commits, never any other: a later ordinary commit flushes them with it.
@@ -100,8 +100,9 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Er
         })
         // sqlx pings an idle connection before handing it out, a round trip
         // per acquire, kept on purpose: without it every stale connection
-        // fails a statement after a PostgreSQL restart, and the restart test
-        // once timed out waiting for a turn (BENCHMARKS.md, "Findings").
+        // fails a statement after a PostgreSQL restart, and a turn whose
+        // failure cannot be recorded either (on another stale connection)
+        // is left waiting.
         .connect_with(options.application_name("helpline"))
         .await
 }
@@ -152,7 +153,7 @@ where
 /// runs many in a row (a receipt writer; a worker loop while it is busy,
 /// for its claims and outcomes). sqlx pings a connection when the
 /// pool hands it out and again when it comes back: two round trips per
-/// statement that a kept connection does not pay (BENCHMARKS.md).
+/// statement that a kept connection does not pay.
 ///
 /// A statement that fails because the kept connection is gone (PostgreSQL
 /// restarted, say) runs once more on a fresh one, which the pool has just

@@ -21,8 +21,8 @@ pub use turns::finish_turn;
 
 /// Events a worker takes at once (handed to it, or claimed) and processes
 /// side by side: one outcome statement (and under a backlog, one claim)
-/// serves this many events (BENCHMARKS.md, scenario 1). Each still fetches
-/// its own response.
+/// serves this many events, so they share its round trip and its commit.
+/// Each still fetches its own response.
 pub const EVENT_BATCH: usize = 8;
 
 /// How long a claimed job is ours before another worker may take it over
@@ -159,9 +159,9 @@ async fn next_job(
 ///
 /// An event that is processed leaves its entry in the index of due events
 /// until `VACUUM`, and a claim that starts at the oldest entry walks past
-/// all of them: hundreds of index pages per claim under a steady stream
-/// (BENCHMARKS.md). So a claim from the start remembers the oldest event it
-/// took, and for the next second this worker's claims start a little
+/// all of them: under a steady stream, each claim would read ever more
+/// dead index pages. So a claim from the start remembers the oldest event
+/// it took, and for the next second this worker's claims start a little
 /// before it. New events, retries and replays all fall due at the
 /// database's `now()`, which is when their transaction began, not when it
 /// committed: an event committed after the claim may be stamped earlier
