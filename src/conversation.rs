@@ -20,8 +20,8 @@ use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::{
-    agents::frames as agent_frames,
     hub::Announce,
+    protocol::agent_frames,
     storage::{
         conversations::{self, ConversationState, Message, NewMessage, Role},
         notify::Announcements,

@@ -7,7 +7,7 @@
 use http::{HeaderMap, HeaderValue};
 
 use crate::{
-    chat::frames::ClientFrame,
+    protocol::customer_frames::ClientFrame,
     webhooks::{event, signature},
 };
 

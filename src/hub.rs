@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    agents::frames as agent_frames,
-    chat::frames::{AssistantStatus, ServerFrame},
+    protocol::agent_frames,
+    protocol::customer_frames::{AssistantStatus, ServerFrame},
     storage::{
         conversations::{self, Message},
         notify::{Announcements, FrameNotice, FRAMES_CHANNEL, TURN_DUE, WORK_CHANNEL},

@@ -24,6 +24,7 @@ pub mod hub;
 pub mod limits;
 pub mod observe;
 pub mod probes;
+pub mod protocol;
 pub mod queue;
 pub mod retention;
 pub mod security_headers;

@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {
-    let _ = helpline::chat::frames::ClientFrame::parse(text);
+    let _ = helpline::protocol::customer_frames::ClientFrame::parse(text);
 });

@@ -10,15 +10,12 @@ use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use super::{
-    auth::{ActingAgent, CurrentAgent},
-    frames::Item,
-};
+use super::auth::{ActingAgent, CurrentAgent};
 use crate::{
-    chat::frames::check_text,
     conversation::{self, Action, Actor, TransitionError},
     error::ApiError,
     hub,
+    protocol::{agent_frames::Item, customer_frames::check_text},
     state::AppState,
     storage::{
         self,

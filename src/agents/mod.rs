@@ -4,7 +4,6 @@
 
 mod api;
 pub mod auth;
-pub mod frames;
 mod socket;
 
 use axum::{

@@ -20,7 +20,8 @@ use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use uuid::Uuid;
 
-use super::{auth::CurrentAgent, frames};
+use super::auth::CurrentAgent;
+use crate::protocol::agent_frames;
 use crate::{
     error::ApiError,
     hub::{AgentDelivery, Delivery},
@@ -194,7 +195,7 @@ impl Feed {
             Ok(items) => {
                 for item in items {
                     self.watched.insert(conversation_id, item.agent_seq);
-                    self.send(frames::item(&item)).await?;
+                    self.send(agent_frames::item(&item)).await?;
                 }
                 Ok(())
             }

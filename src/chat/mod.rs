@@ -2,7 +2,6 @@
 //! socket, and what happens when a customer message arrives (store it,
 //! announce it, queue an AI turn).
 
-pub mod frames;
 pub mod identity;
 pub mod origins;
 mod socket;
@@ -25,6 +24,7 @@ use sqlx::PgPool;
 use tower_http::services::ServeFile;
 use uuid::Uuid;
 
+use crate::protocol::customer_frames::AssistantStatus;
 use crate::{
     conversation::{self, Action, Actor, TransitionError},
     error::ApiError,
@@ -38,7 +38,6 @@ use crate::{
         turns, Ending,
     },
 };
-use frames::AssistantStatus;
 
 /// `widget.js` is embedded by URL on customers' sites, so it cannot carry a
 /// version in its name: browsers keep it a few minutes, then revalidate.

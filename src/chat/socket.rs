@@ -21,15 +21,15 @@ use tokio::sync::{broadcast::error::RecvError, mpsc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::{
-    frames::{error_json, AssistantStatus, ClientFrame, FrameError, ServerFrame, MAX_TEXT_CHARS},
-    origins, receive_customer_message, token_hash, Received,
-};
+use super::{origins, receive_customer_message, token_hash, Received};
 use crate::{
     error::ApiError,
     hub::{Delivery, Subscription},
     limits::{self, AbuseCounter, Limits},
     observe::Metrics,
+    protocol::customer_frames::{
+        error_json, AssistantStatus, ClientFrame, FrameError, ServerFrame, MAX_TEXT_CHARS,
+    },
     state::AppState,
     storage::{conversations, turns},
 };

@@ -9,9 +9,9 @@ use uuid::Uuid;
 use super::backoff;
 use crate::{
     ai::{AiError, FetchedResponse, Outcome, Reply},
-    chat::frames::AssistantStatus,
     conversation::{self, Action, Actor, TransitionError},
     hub::Announce,
+    protocol::customer_frames::AssistantStatus,
     state::AppState,
     storage::{
         self,

@@ -6,7 +6,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    chat::frames::AssistantStatus,
+    protocol::customer_frames::AssistantStatus,
     storage::conversations::{Message, Role},
 };
 
