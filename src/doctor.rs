@@ -15,7 +15,7 @@ use crate::{
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub enum CheckResult {
     Ok,
     /// Works, but not as production should.
     Warn,
@@ -23,7 +23,7 @@ pub enum Verdict {
     Fail,
 }
 
-impl fmt::Display for Verdict {
+impl fmt::Display for CheckResult {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Ok => "ok  ",
@@ -36,7 +36,7 @@ impl fmt::Display for Verdict {
 #[derive(Debug, Clone)]
 pub struct Check {
     pub name: &'static str,
-    pub verdict: Verdict,
+    pub verdict: CheckResult,
     pub detail: String,
 }
 
@@ -49,7 +49,7 @@ pub struct Report {
 
 impl Report {
     pub fn healthy(&self) -> bool {
-        self.checks.iter().all(|c| c.verdict != Verdict::Fail)
+        self.checks.iter().all(|c| c.verdict != CheckResult::Fail)
     }
 }
 
@@ -95,7 +95,7 @@ pub async fn run(config: &Config) -> Report {
     }
 }
 
-fn check(name: &'static str, verdict: Verdict, detail: impl Into<String>) -> Check {
+fn check(name: &'static str, verdict: CheckResult, detail: impl Into<String>) -> Check {
     Check {
         name,
         verdict,
@@ -108,7 +108,7 @@ async fn database(config: &Config) -> Check {
     let Some(url) = &config.database.url else {
         return check(
             name,
-            Verdict::Warn,
+            CheckResult::Warn,
             format!(
                 "DATABASE_URL is not set: Helpline runs its own private PostgreSQL in {} \
                  (fine to try it out; set DATABASE_URL to your server in production)",
@@ -121,14 +121,14 @@ async fn database(config: &Config) -> Check {
         Ok(Err(e)) => {
             return check(
                 name,
-                Verdict::Fail,
+                CheckResult::Fail,
                 format!("cannot connect to DATABASE_URL ({e}): is PostgreSQL running there, and are the host, port, user and password right?"),
             )
         }
         Err(_) => {
             return check(
                 name,
-                Verdict::Fail,
+                CheckResult::Fail,
                 "DATABASE_URL did not answer within 10 seconds: check the host and port, and any firewall",
             )
         }
@@ -138,12 +138,12 @@ async fn database(config: &Config) -> Check {
     match status {
         Err(e) => check(
             name,
-            Verdict::Fail,
+            CheckResult::Fail,
             format!("connected, but cannot read the migrations table: {e}"),
         ),
         Ok(s) if !s.changed.is_empty() => check(
             name,
-            Verdict::Fail,
+            CheckResult::Fail,
             format!(
                 "migrations applied to this database differ from this version's files ({}): \
                  the database was set up by a different build of Helpline",
@@ -152,7 +152,7 @@ async fn database(config: &Config) -> Check {
         ),
         Ok(s) if !s.pending.is_empty() => check(
             name,
-            Verdict::Fail,
+            CheckResult::Fail,
             format!(
                 "reachable, but {} migration(s) not applied yet ({}): start this version of \
                  Helpline once, it applies them at start-up",
@@ -162,14 +162,14 @@ async fn database(config: &Config) -> Check {
         ),
         Ok(s) if !s.unknown.is_empty() => check(
             name,
-            Verdict::Warn,
+            CheckResult::Warn,
             format!(
                 "reachable and migrated, but by a newer Helpline too (versions {:?}): \
                  upgrade this binary",
                 s.unknown
             ),
         ),
-        Ok(_) => check(name, Verdict::Ok, "reachable, every migration applied"),
+        Ok(_) => check(name, CheckResult::Ok, "reachable, every migration applied"),
     }
 }
 
@@ -178,7 +178,7 @@ async fn openai(config: &Config) -> Check {
     let Some(openai) = &config.openai else {
         return check(
             name,
-            Verdict::Warn,
+            CheckResult::Warn,
             "OPENAI_API_KEY is not set: demo mode, the built-in simulator answers customers",
         );
     };
@@ -193,7 +193,7 @@ async fn openai(config: &Config) -> Check {
         Err(e) => {
             return check(
                 name,
-                Verdict::Fail,
+                CheckResult::Fail,
                 format!(
                 "cannot reach {} ({}): check OPENAI_BASE_URL and this machine's outgoing network",
                 openai.base_url,
@@ -208,14 +208,14 @@ async fn openai(config: &Config) -> Check {
     if status == 401 {
         return check(
             name,
-            Verdict::Fail,
+            CheckResult::Fail,
             format!("OpenAI refused the API key (401 {message}): check OPENAI_API_KEY"),
         );
     }
     if !status.is_success() {
         return check(
             name,
-            Verdict::Fail,
+            CheckResult::Fail,
             format!(
                 "GET {url} answered {status} {message}: check OPENAI_BASE_URL and the key's permissions"
             ),
@@ -229,13 +229,13 @@ async fn openai(config: &Config) -> Check {
     if models.iter().any(|m| m == model) {
         check(
             name,
-            Verdict::Ok,
+            CheckResult::Ok,
             format!("the API key works, and model {model} is available"),
         )
     } else {
         check(
             name,
-            Verdict::Warn,
+            CheckResult::Warn,
             format!(
                 "the API key works, but model {model} is not among the {} models it can list: \
                  check HELPLINE_MODEL",
@@ -250,18 +250,18 @@ fn webhook_secret(config: &Config) -> Check {
     match &config.openai {
         None => check(
             name,
-            Verdict::Ok,
+            CheckResult::Ok,
             "demo mode: a fresh secret is shared with the built-in simulator at start-up",
         ),
         Some(o) if o.webhook_secrets.len() > 1 => check(
             name,
-            Verdict::Ok,
+            CheckResult::Ok,
             format!(
                 "{} secrets parse: a rotation is in progress; remove the old one once OpenAI no longer signs with it",
                 o.webhook_secrets.len()
             ),
         ),
-        Some(_) => check(name, Verdict::Ok, "parses (whsec_…)"),
+        Some(_) => check(name, CheckResult::Ok, "parses (whsec_…)"),
     }
 }
 
@@ -269,9 +269,9 @@ async fn public_url(config: &Config, webhook_url: &str) -> Check {
     let name = "public URL";
     if config.public_url.is_none() {
         let verdict = if config.openai.is_some() {
-            Verdict::Fail
+            CheckResult::Fail
         } else {
-            Verdict::Warn
+            CheckResult::Warn
         };
         return check(
             name,
@@ -294,7 +294,7 @@ async fn public_url(config: &Config, webhook_url: &str) -> Check {
         Err(e) => {
             return check(
                 name,
-                Verdict::Fail,
+                CheckResult::Fail,
                 format!(
                     "{webhook_url} cannot be reached from here ({}): check DNS, the proxy and the firewall",
                     without_url(e)
@@ -312,7 +312,7 @@ async fn public_url(config: &Config, webhook_url: &str) -> Check {
             .to_owned();
         return check(
             name,
-            Verdict::Fail,
+            CheckResult::Fail,
             format!("{webhook_url} redirects ({status}) to {to}; OpenAI does not follow redirects: use the final address"),
         );
     }
@@ -320,13 +320,13 @@ async fn public_url(config: &Config, webhook_url: &str) -> Check {
     if status == 400 && body["error"]["code"] == "missing_header" {
         check(
             name,
-            Verdict::Ok,
+            CheckResult::Ok,
             format!("{webhook_url} reaches Helpline from outside"),
         )
     } else {
         check(
             name,
-            Verdict::Fail,
+            CheckResult::Fail,
             format!(
                 "{webhook_url} answered {status}, not Helpline's 400 missing_header: \
                  does the proxy forward /api/webhooks/openai to Helpline?"

@@ -31,7 +31,7 @@ use crate::{
 /// How long shutdown waits for sockets and in-flight jobs.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The HTTP routes. Kept apart from `Application` so the shape is easy to see.
+/// The HTTP routes. KeptConnection apart from `Application` so the shape is easy to see.
 pub fn app(state: AppState) -> Router {
     let static_dir = static_dir(&state.config);
     let sessions = PostgresStore::new(state.pool.clone());
@@ -167,15 +167,15 @@ impl Application {
         let limits = Arc::new(crate::limits::Limits::new(config.limits.clone()));
         // Recorded webhooks wake this instance's workers (no pg_notify:
         // see storage::inbox).
-        let work = Arc::new(crate::queue::Wakeups::default());
-        let receipts = crate::queue::Recorder::start(
+        let wakeups = Arc::new(crate::queue::Wakeups::default());
+        let recorder = crate::queue::Recorder::start(
             pool.clone(),
-            work.any.clone(),
+            wakeups.any.clone(),
             crate::worker::EVENT_BATCH,
             crate::worker::lease(config.delivery.openai_timeout),
         );
         let state = AppState {
-            receipts,
+            recorder,
             pool,
             config: Arc::new(config),
             hub: Hub::default(),
@@ -186,7 +186,7 @@ impl Application {
             health: Health::default(),
             metrics,
             limits,
-            work,
+            wakeups,
         };
         Ok(Self {
             listener,
@@ -233,7 +233,7 @@ impl Application {
         tasks.spawn(hub::listen(
             state.pool.clone(),
             state.hub.clone(),
-            state.work.clone(),
+            state.wakeups.clone(),
             shutdown.clone(),
             instance_id,
         ));
@@ -253,7 +253,7 @@ impl Application {
             }
         });
         // For giving back, at the end, the events no worker took.
-        let (receipts, pool) = (state.receipts.clone(), state.pool.clone());
+        let (receipts, pool) = (state.recorder.clone(), state.pool.clone());
         // Peer addresses feed the login throttle.
         let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
         // Chat frames are small writes in quick succession (the echo, then

@@ -36,10 +36,10 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// Wakes this instance's worker loops, one per wake-up. The listener
     /// pokes it for every `helpline_work` notification (`turns` for a turn
-    /// that is due, `any` otherwise); `receipts` pokes `any` after queueing
+    /// that is due, `any` otherwise); `recorder` pokes `any` after queueing
     /// webhook events in the database.
-    pub work: Arc<crate::queue::Wakeups>,
+    pub wakeups: Arc<crate::queue::Wakeups>,
     /// Stores verified webhook deliveries, several per statement under load
     /// (`queue::Recorder`).
-    pub receipts: crate::queue::Recorder,
+    pub recorder: crate::queue::Recorder,
 }

@@ -54,7 +54,7 @@ pub enum Outcome {
 
 /// One assistant message of a finished response.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
+pub struct AssistantReply {
     /// OpenAI's output item id: the idempotency key of the stored message.
     pub item_id: String,
     pub text: String,
@@ -73,7 +73,7 @@ pub struct FetchedResponse {
     pub outcome: Outcome,
     /// The Helpline turn named in the response's metadata.
     pub turn_id: Option<Uuid>,
-    pub replies: Vec<Reply>,
+    pub replies: Vec<AssistantReply>,
     /// Why it failed or stopped short, when it did.
     pub problem: Option<String>,
     pub handoff: Option<Handoff>,
@@ -340,7 +340,7 @@ impl AiClient {
                             OutputMessageContent::Refusal(r) => r.refusal.as_str(),
                         })
                         .collect();
-                    Some(Reply {
+                    Some(AssistantReply {
                         item_id: m.id.clone(),
                         text: text.join(""),
                     })

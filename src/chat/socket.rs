@@ -124,7 +124,7 @@ async fn serve(mut socket: WebSocket, state: AppState) {
         direct_tx,
         state.pool.clone(),
         conversation_id,
-        Guard {
+        ReaderLimits {
             visitor,
             limits: state.limits.clone(),
             metrics: state.metrics.clone(),
@@ -222,14 +222,14 @@ fn text(s: impl Into<Utf8Bytes>) -> WsMessage {
 }
 
 /// What the reader asks of the writer, besides frames.
-enum Direct {
+enum ToWriter {
     Deliver(Delivery),
     Ping,
     Close(u16, &'static str),
 }
 
 /// The reader's limits: the visitor's message bucket, abuse and idleness.
-struct Guard {
+struct ReaderLimits {
     visitor: Uuid,
     limits: Arc<Limits>,
     metrics: Metrics,
@@ -241,10 +241,10 @@ struct Guard {
 /// or abusive.
 async fn read_frames(
     mut stream: SplitStream<WebSocket>,
-    direct: mpsc::Sender<Direct>,
+    direct: mpsc::Sender<ToWriter>,
     pool: PgPool,
     conversation_id: Uuid,
-    guard: Guard,
+    guard: ReaderLimits,
 ) {
     let config = &guard.limits.config;
     let mut abuse = AbuseCounter::new(config.abuse_errors_per_minute);
@@ -257,14 +257,14 @@ async fn read_frames(
         let message = tokio::select! {
             message = stream.next() => message,
             _ = ping.tick() => {
-                if direct.send(Direct::Ping).await.is_err() {
+                if direct.send(ToWriter::Ping).await.is_err() {
                     break;
                 }
                 continue;
             }
             _ = tokio::time::sleep_until(idle_deadline) => {
                 guard.metrics.socket_closed_for("idle");
-                let _ = direct.send(Direct::Close(CLOSE_GOING_AWAY, "idle timeout")).await;
+                let _ = direct.send(ToWriter::Close(CLOSE_GOING_AWAY, "idle timeout")).await;
                 break;
             }
         };
@@ -295,7 +295,7 @@ async fn read_frames(
                             "retry_after": secs,
                         });
                         if direct
-                            .send(Direct::Deliver(ephemeral(json.to_string())))
+                            .send(ToWriter::Deliver(ephemeral(json.to_string())))
                             .await
                             .is_err()
                         {
@@ -344,7 +344,7 @@ async fn read_frames(
                 }
             }
         };
-        if direct.send(Direct::Deliver(reply)).await.is_err() {
+        if direct.send(ToWriter::Deliver(reply)).await.is_err() {
             break;
         }
         if is_error && abuse.record(std::time::Instant::now()) {
@@ -354,12 +354,12 @@ async fn read_frames(
     }
 }
 
-async fn close_for_abuse(direct: &mpsc::Sender<Direct>, metrics: &Metrics) {
+async fn close_for_abuse(direct: &mpsc::Sender<ToWriter>, metrics: &Metrics) {
     metrics.socket_closed_for("abuse");
     let error = FrameError::new("abuse", "too many invalid frames; closing");
-    let _ = direct.send(Direct::Deliver(error_delivery(&error))).await;
+    let _ = direct.send(ToWriter::Deliver(error_delivery(&error))).await;
     let _ = direct
-        .send(Direct::Close(CLOSE_POLICY, "policy violation"))
+        .send(ToWriter::Close(CLOSE_POLICY, "policy violation"))
         .await;
 }
 
@@ -414,7 +414,7 @@ impl Writer {
     async fn run(
         mut self,
         mut subscription: Subscription,
-        mut direct: mpsc::Receiver<Direct>,
+        mut direct: mpsc::Receiver<ToWriter>,
         shutdown: CancellationToken,
     ) {
         let result: Result<(), WriteError> = async {
@@ -427,9 +427,9 @@ impl Writer {
                         return Ok(());
                     }
                     delivery = direct.recv() => match delivery {
-                        Some(Direct::Deliver(d)) => self.deliver(d).await?,
-                        Some(Direct::Ping) => self.sink.send(WsMessage::Ping(Default::default())).await?,
-                        Some(Direct::Close(code, reason)) => {
+                        Some(ToWriter::Deliver(d)) => self.deliver(d).await?,
+                        Some(ToWriter::Ping) => self.sink.send(WsMessage::Ping(Default::default())).await?,
+                        Some(ToWriter::Close(code, reason)) => {
                             let close = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
                             self.sink.send(WsMessage::Close(Some(close))).await?;
                             return Ok(());

@@ -8,8 +8,8 @@ use sqlx::{types::Json, PgPool};
 use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::storage::{
-    inbox::{self, Event, Receipt},
-    Kept,
+    inbox::{self, Event, VerifiedDelivery},
+    KeptConnection,
 };
 
 type Answer = oneshot::Sender<Result<Option<bool>, Arc<sqlx::Error>>>;
@@ -30,7 +30,7 @@ type Answer = oneshot::Sender<Result<Option<bool>, Arc<sqlx::Error>>>;
 /// those it handed, through `work` for those it queued in the database.
 #[derive(Clone)]
 pub struct Recorder {
-    queue: mpsc::Sender<(Receipt, Answer)>,
+    queue: mpsc::Sender<(VerifiedDelivery, Answer)>,
     handed_events: Arc<HandedEvents>,
 }
 
@@ -79,7 +79,7 @@ impl Recorder {
     /// instance's workers; `lease` is how long an event handed to them is
     /// theirs alone.
     pub fn start(pool: PgPool, work: Arc<Notify>, per_wake: usize, lease: Duration) -> Self {
-        let (queue, receiver) = mpsc::channel::<(Receipt, Answer)>(1024);
+        let (queue, receiver) = mpsc::channel::<(VerifiedDelivery, Answer)>(1024);
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         let (sender, handed) = mpsc::channel(HANDED_MAX);
         let handed_events = Arc::new(HandedEvents {
@@ -96,7 +96,7 @@ impl Recorder {
                 handed_events.clone(),
             );
             tokio::spawn(async move {
-                let mut conn = Kept::new(pool.clone());
+                let mut conn = KeptConnection::new(pool.clone());
                 loop {
                     let batch = tokio::select! {
                         batch = next_batch(&receiver) => batch,
@@ -118,7 +118,10 @@ impl Recorder {
 
     /// Stores one receipt. Returns `Some(pending)` if it was new (and
     /// whether it is work for the workers), `None` for a redelivery.
-    pub async fn record(&self, receipt: Receipt) -> Result<Option<bool>, Arc<sqlx::Error>> {
+    pub async fn record(
+        &self,
+        receipt: VerifiedDelivery,
+    ) -> Result<Option<bool>, Arc<sqlx::Error>> {
         let (reply, stored) = oneshot::channel();
         let closed = || Arc::new(sqlx::Error::PoolClosed);
         self.queue
@@ -177,13 +180,13 @@ impl Recorder {
 /// Stores one batch of receipts and answers each delivery; hands the events
 /// it leased to the workers, then wakes them.
 async fn write(
-    conn: &mut Kept,
+    conn: &mut KeptConnection,
     handed_events: &HandedEvents,
     work: &Notify,
     per_wake: usize,
-    batch: Vec<(Receipt, Answer)>,
+    batch: Vec<(VerifiedDelivery, Answer)>,
 ) {
-    let receipts: Vec<&Receipt> = batch.iter().map(|(r, _)| r).collect();
+    let receipts: Vec<&VerifiedDelivery> = batch.iter().map(|(r, _)| r).collect();
     let mut room = handed_events.reserve(receipts.iter().filter(|r| r.handled).count());
     let results = match inbox::record_kept(conn, &receipts, handed_events.lease, room.len()).await {
         Ok(results) => results,
@@ -231,8 +234,8 @@ async fn write(
 
 /// Waits for one receipt, then takes whatever else is already queued.
 async fn next_batch(
-    receiver: &tokio::sync::Mutex<mpsc::Receiver<(Receipt, Answer)>>,
-) -> Option<Vec<(Receipt, Answer)>> {
+    receiver: &tokio::sync::Mutex<mpsc::Receiver<(VerifiedDelivery, Answer)>>,
+) -> Option<Vec<(VerifiedDelivery, Answer)>> {
     let mut receiver = receiver.lock().await;
     let mut batch = vec![receiver.recv().await?];
     while batch.len() < MAX_BATCH {

@@ -9,7 +9,7 @@ use std::{
 use chrono::{DateTime, Utc};
 use sqlx::{types::Json, PgConnection, PgPool};
 
-use super::{on_kept, Kept, NO_FLUSH_WAIT};
+use super::{on_kept_connection, KeptConnection, NO_FLUSH_WAIT};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Event {
@@ -25,7 +25,7 @@ pub struct Event {
 
 /// A verified delivery, as it is stored.
 #[derive(Debug, Clone)]
-pub struct Receipt {
+pub struct VerifiedDelivery {
     pub webhook_id: String,
     pub event_id: Option<String>,
     pub event_type: String,
@@ -61,13 +61,13 @@ pub struct Stored {
 /// The recorder wakes its own instance's workers instead.
 async fn record_all(
     conn: &mut PgConnection,
-    receipts: &[&Receipt],
+    receipts: &[&VerifiedDelivery],
     lease: Duration,
     leasable: usize,
 ) -> Result<Vec<Option<Stored>>, sqlx::Error> {
     // The first of several receipts with one webhook-id is the one stored.
     let mut seen = HashSet::with_capacity(receipts.len());
-    let unique: Vec<&Receipt> = receipts
+    let unique: Vec<&VerifiedDelivery> = receipts
         .iter()
         .copied()
         .filter(|r| seen.insert(r.webhook_id.as_str()))
@@ -120,17 +120,17 @@ async fn record_all(
 }
 
 /// [`record_all`] on the writer's kept connection. Safe to run twice (see
-/// [`on_kept`]): had the first run committed before its connection was
+/// [`on_kept_connection`]): had the first run committed before its connection was
 /// lost, the second finds the receipts stored and answers `duplicate`
 /// (their workers are then woken by the poll, not by us, and events it had
 /// leased wait for their lease to run out).
 pub async fn record_kept(
-    kept: &mut Kept,
-    receipts: &[&Receipt],
+    kept: &mut KeptConnection,
+    receipts: &[&VerifiedDelivery],
     lease: Duration,
     leasable: usize,
 ) -> Result<Vec<Option<Stored>>, sqlx::Error> {
-    on_kept!(kept, |conn| record_all(conn, receipts, lease, leasable))
+    on_kept_connection!(kept, |conn| record_all(conn, receipts, lease, leasable))
 }
 
 /// Gives the leases of `webhook_ids` back to the queue (their attempt
@@ -148,15 +148,15 @@ pub async fn release_leases(pool: &PgPool, webhook_ids: &[String]) -> Result<(),
 }
 
 /// Claims up to `limit` due pending events for `lease`, oldest first; only
-/// among those due at or after `from`, when given (`worker`'s `Floor`
+/// among those due at or after `from`, when given (`worker`'s `ClaimFloor`
 /// explains why and when that is safe).
 pub async fn claim(
-    kept: &mut Kept,
+    kept: &mut KeptConnection,
     lease: Duration,
     limit: i64,
     from: Option<DateTime<Utc>>,
 ) -> Result<Vec<Event>, sqlx::Error> {
-    on_kept!(kept, |conn| claim_on(conn, lease, limit, from))
+    on_kept_connection!(kept, |conn| claim_on(conn, lease, limit, from))
 }
 
 async fn claim_on(
@@ -188,7 +188,7 @@ async fn claim_on(
 
 /// What became of a claimed event.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub enum EventOutcome {
     Processed,
     /// Failed; due again after the delay.
     RetryIn(Duration, String),
@@ -196,28 +196,31 @@ pub enum Verdict {
     Dead(String),
 }
 
-impl Verdict {
+impl EventOutcome {
     /// The event's new status, retry delay (seconds) and error.
     fn columns(&self) -> (&'static str, Option<f64>, Option<&str>) {
         match self {
-            Verdict::Processed => ("processed", None, None),
-            Verdict::RetryIn(delay, error) => {
+            EventOutcome::Processed => ("processed", None, None),
+            EventOutcome::RetryIn(delay, error) => {
                 ("pending", Some(delay.as_secs_f64()), Some(error.as_str()))
             }
-            Verdict::Dead(error) => ("dead", None, Some(error.as_str())),
+            EventOutcome::Dead(error) => ("dead", None, Some(error.as_str())),
         }
     }
 }
 
 /// Records the outcomes of claimed events, all in one statement, and
 /// releases their leases.
-pub async fn settle(kept: &mut Kept, outcomes: &[(String, Verdict)]) -> Result<(), sqlx::Error> {
-    on_kept!(kept, |conn| settle_on(conn, outcomes))
+pub async fn settle(
+    kept: &mut KeptConnection,
+    outcomes: &[(String, EventOutcome)],
+) -> Result<(), sqlx::Error> {
+    on_kept_connection!(kept, |conn| settle_on(conn, outcomes))
 }
 
 async fn settle_on(
     conn: &mut PgConnection,
-    outcomes: &[(String, Verdict)],
+    outcomes: &[(String, EventOutcome)],
 ) -> Result<(), sqlx::Error> {
     if let [(webhook_id, outcome)] = outcomes {
         return settle_one(conn, webhook_id, outcome).await;
@@ -268,7 +271,7 @@ async fn settle_on(
 async fn settle_one(
     conn: &mut PgConnection,
     webhook_id: &str,
-    outcome: &Verdict,
+    outcome: &EventOutcome,
 ) -> Result<(), sqlx::Error> {
     let (status, delay, error) = outcome.columns();
     sqlx::query(&format!(

@@ -118,7 +118,7 @@ pub enum Ending<T> {
 /// returning, whichever way the work ends (an error rolls it back). A
 /// dropped sqlx transaction only queues its rollback, sent with the
 /// connection's next statement; on a connection kept for later statements
-/// (a worker's [`Kept`]) that can come long after, with the transaction's
+/// (a worker's [`KeptConnection`]) that can come long after, with the transaction's
 /// locks held all the while. Every transaction in Helpline goes through
 /// here.
 pub async fn in_transaction<T, E>(
@@ -158,7 +158,7 @@ where
 /// A statement that fails because the kept connection is gone (PostgreSQL
 /// restarted, say) runs once more on a fresh one, which the pool has just
 /// checked. Only statements that are safe to run twice belong here.
-pub struct Kept {
+pub struct KeptConnection {
     pool: PgPool,
     conn: Option<PoolConnection<Postgres>>,
     /// Whether `conn` served an earlier statement (and may have gone stale
@@ -166,7 +166,7 @@ pub struct Kept {
     reused: bool,
 }
 
-impl Kept {
+impl KeptConnection {
     pub fn new(pool: PgPool) -> Self {
         Self {
             pool,
@@ -199,12 +199,12 @@ impl Kept {
     }
 }
 
-/// Runs a statement on a [`Kept`] connection, and once more on a fresh one
-/// if the kept one turns out to be gone: `on_kept!(kept, |conn| query(conn))`
+/// Runs a statement on a [`KeptConnection`] connection, and once more on a fresh one
+/// if the kept one turns out to be gone: `on_kept_connection!(kept, |conn| query(conn))`
 /// where `query(conn)` is a future of `Result<_, sqlx::Error>`.
-macro_rules! on_kept {
+macro_rules! on_kept_connection {
     ($kept:expr, |$conn:ident| $statement:expr) => {{
-        let kept: &mut $crate::storage::Kept = $kept;
+        let kept: &mut $crate::storage::KeptConnection = $kept;
         loop {
             let $conn = kept.acquire().await?;
             match $statement.await {
@@ -219,7 +219,7 @@ macro_rules! on_kept {
         }
     }};
 }
-pub(crate) use on_kept;
+pub(crate) use on_kept_connection;
 
 /// Whether a statement failed because its connection is gone rather than
 /// because of what it asked.

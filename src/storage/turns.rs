@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::{
     conversations::{ConversationState, Message, MESSAGE_COLUMNS},
     notify::{self, Announcements},
-    on_kept, Kept, NO_FLUSH_WAIT,
+    on_kept_connection, KeptConnection, NO_FLUSH_WAIT,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
@@ -227,10 +227,10 @@ pub struct Claimed {
 /// Claims one due pending turn for `lease`; no other worker sees it
 /// meanwhile. The same statement reads its OpenAI Conversation and inputs.
 pub async fn claim_pending(
-    kept: &mut Kept,
+    kept: &mut KeptConnection,
     lease: Duration,
 ) -> Result<Option<Claimed>, sqlx::Error> {
-    on_kept!(kept, |conn| claim_pending_on(conn, lease))
+    on_kept_connection!(kept, |conn| claim_pending_on(conn, lease))
 }
 
 async fn claim_pending_on(
@@ -274,11 +274,11 @@ async fn claim_pending_on(
 /// response's metadata); the other is ignored. The customer sees one
 /// answer.
 pub async fn mark_in_flight(
-    kept: &mut Kept,
+    kept: &mut KeptConnection,
     turn_id: Uuid,
     response_id: &str,
 ) -> Result<(), sqlx::Error> {
-    on_kept!(kept, |conn| mark_in_flight_on(conn, turn_id, response_id))
+    on_kept_connection!(kept, |conn| mark_in_flight_on(conn, turn_id, response_id))
 }
 
 async fn mark_in_flight_on(

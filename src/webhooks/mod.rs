@@ -32,7 +32,7 @@ pub fn router() -> Router<AppState> {
 }
 
 #[derive(Serialize)]
-struct Receipt {
+struct Acknowledgement {
     received: bool,
     duplicate: bool,
 }
@@ -120,7 +120,7 @@ async fn record(
     state: &AppState,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<Receipt, WebhookError> {
+) -> Result<Acknowledgement, WebhookError> {
     let secrets = &state.webhook_secrets;
     let verified = signature::verify(secrets, headers, body, chrono::Utc::now().timestamp())?;
 
@@ -132,8 +132,8 @@ async fn record(
     let request_id = headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok());
 
     let recorded = state
-        .receipts
-        .record(inbox::Receipt {
+        .recorder
+        .record(inbox::VerifiedDelivery {
             webhook_id: verified.webhook_id.clone(),
             event_id: event.id,
             event_type: event.kind.clone(),
@@ -144,7 +144,7 @@ async fn record(
         .await?;
     let inserted = recorded.is_some();
     tracing::info!(webhook_id = %verified.webhook_id, event_type = %event.kind, duplicate = !inserted, "webhook recorded");
-    Ok(Receipt {
+    Ok(Acknowledgement {
         received: true,
         duplicate: !inserted,
     })

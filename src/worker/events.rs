@@ -11,8 +11,8 @@ use crate::{
     ai::{AiError, Outcome},
     state::AppState,
     storage::{
-        inbox::{self, Event, Verdict},
-        turns, Kept,
+        inbox::{self, Event, EventOutcome},
+        turns, KeptConnection,
     },
 };
 
@@ -44,14 +44,14 @@ enum ProcessError {
 /// its event is done: held until the whole batch was, two workers' batches
 /// could each wait for a connection the other holds, until the pool's
 /// acquire timeout failed them.
-pub(super) async fn process_batch(state: &AppState, conn: &mut Kept, events: Vec<Event>) {
+pub(super) async fn process_batch(state: &AppState, conn: &mut KeptConnection, events: Vec<Event>) {
     let started = std::time::Instant::now();
     let connections = std::iter::once(Some(&mut *conn)).chain(std::iter::repeat_with(|| None));
     let verdicts = futures::future::join_all(events.into_iter().zip(connections).map(
         |(event, kept)| async move {
             match kept {
                 Some(kept) => process(state, kept, event).await,
-                None => process(state, &mut Kept::new(state.pool.clone()), event).await,
+                None => process(state, &mut KeptConnection::new(state.pool.clone()), event).await,
             }
         },
     ))
@@ -63,9 +63,9 @@ pub(super) async fn process_batch(state: &AppState, conn: &mut Kept, events: Vec
     let elapsed = started.elapsed();
     for (_, verdict) in &verdicts {
         let label = match verdict {
-            Verdict::Processed => "processed",
-            Verdict::RetryIn(..) => "retry",
-            Verdict::Dead(_) => "dead",
+            EventOutcome::Processed => "processed",
+            EventOutcome::RetryIn(..) => "retry",
+            EventOutcome::Dead(_) => "dead",
         };
         state.metrics.event_processed(label, elapsed);
     }
@@ -76,9 +76,13 @@ pub(super) async fn process_batch(state: &AppState, conn: &mut Kept, events: Vec
     event_type = %event.event_type,
     request_id = event.request_id.as_deref().unwrap_or("-"),
 ))]
-async fn process(state: &AppState, kept: &mut Kept, event: Event) -> (String, Verdict) {
+async fn process(
+    state: &AppState,
+    kept: &mut KeptConnection,
+    event: Event,
+) -> (String, EventOutcome) {
     let verdict = match handle(state, kept, &event).await {
-        Ok(()) => Verdict::Processed,
+        Ok(()) => EventOutcome::Processed,
         Err(e) => {
             let permanent = match &e {
                 ProcessError::NoResponseId => true,
@@ -100,15 +104,19 @@ async fn process(state: &AppState, kept: &mut Kept, event: Event) -> (String, Ve
             });
             tracing::warn!(error = %e, attempts = event.attempts, retry_in = ?delay, "event processing failed");
             match delay {
-                Some(delay) => Verdict::RetryIn(delay, e.to_string()),
-                None => Verdict::Dead(e.to_string()),
+                Some(delay) => EventOutcome::RetryIn(delay, e.to_string()),
+                None => EventOutcome::Dead(e.to_string()),
             }
         }
     };
     (event.webhook_id, verdict)
 }
 
-async fn handle(state: &AppState, kept: &mut Kept, event: &Event) -> Result<(), ProcessError> {
+async fn handle(
+    state: &AppState,
+    kept: &mut KeptConnection,
+    event: &Event,
+) -> Result<(), ProcessError> {
     let response_id = event.payload.0["data"]["id"]
         .as_str()
         .ok_or(ProcessError::NoResponseId)?;

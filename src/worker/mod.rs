@@ -14,7 +14,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     state::AppState,
-    storage::{inbox, turns as turn_store, Kept},
+    storage::{inbox, turns as turn_store, KeptConnection},
 };
 
 pub use turns::finish_turn;
@@ -42,21 +42,21 @@ pub fn spawn(state: &AppState) {
 }
 
 async fn run(state: AppState) {
-    let work = state.work.clone();
+    let wakeups = state.wakeups.clone();
     let poll = state.config.worker.poll_interval;
     let _alive = state.health.worker_started();
     // Claims and outcomes go through a connection kept while the loop is
     // busy (no pool pings per statement), given back when it goes idle.
-    let mut conn = Kept::new(state.pool.clone());
-    let mut floor = Floor::default();
-    let (mut look, mut looked_everywhere) = (Look::Everywhere, Instant::now());
+    let mut conn = KeptConnection::new(state.pool.clone());
+    let mut floor = ClaimFloor::default();
+    let (mut look, mut looked_everywhere) = (WhereToLook::Everywhere, Instant::now());
     while !state.shutdown.is_cancelled() {
         // However busy, the whole database at least once per poll
         // interval: retries fall due there, leases run out.
-        if look != Look::Everywhere && looked_everywhere.elapsed() >= poll {
-            look = Look::Everywhere;
+        if look != WhereToLook::Everywhere && looked_everywhere.elapsed() >= poll {
+            look = WhereToLook::Everywhere;
         }
-        if look == Look::Everywhere {
+        if look == WhereToLook::Everywhere {
             looked_everywhere = Instant::now();
         }
         match next_job(&state, &mut conn, &mut floor, look).await {
@@ -74,28 +74,28 @@ async fn run(state: AppState) {
         // an empty look and this wait is not missed. (A wake-up that lands
         // on the branch `select!` drops is passed on to another waiter.)
         look = tokio::select! {
-            _ = state.receipts.handed() => Look::Handed,
-            _ = work.turn_wakeup() => Look::Turn,
-            _ = work.any.notified() => Look::Everywhere,
-            _ = tokio::time::sleep(poll) => Look::Everywhere,
-            _ = state.shutdown.cancelled() => Look::Everywhere,
+            _ = state.recorder.handed() => WhereToLook::HandedOnly,
+            _ = wakeups.turn_wakeup() => WhereToLook::OneTurn,
+            _ = wakeups.any.notified() => WhereToLook::Everywhere,
+            _ = tokio::time::sleep(poll) => WhereToLook::Everywhere,
+            _ = state.shutdown.cancelled() => WhereToLook::Everywhere,
         };
     }
 }
 
 /// Where a worker looks for jobs after a wake-up, or after a job.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Look {
+enum WhereToLook {
     /// Only at the events handed to this instance's workers in memory: the
     /// wake-up said there are some, and said nothing about the database.
-    Handed,
+    HandedOnly,
     /// There, and at the turns due in the database, for one turn: the
     /// wake-up was a turn's, and said nothing about the event queue.
-    Turn,
+    OneTurn,
     /// There, and at the turns due until none is: the worker has just
     /// started a turn that a look everywhere found (there may be more that
     /// no wake-up stands for), and the event queue was short then.
-    Turns,
+    TurnsUntilNone,
     /// There too, then in the database: its event queue and pending turns
     /// (a notification for any job, events queued there, or the poll).
     Everywhere,
@@ -108,7 +108,7 @@ enum Look {
 /// workers (leased already: no claim), and is topped up from the queue in
 /// the database when `look` says so. A short batch means what it looked at
 /// was empty when it was taken (the database's queue from the worker's
-/// [`Floor`] on): every event recorded since then has woken a worker (this
+/// [`ClaimFloor`] on): every event recorded since then has woken a worker (this
 /// one, should it have been the one notified), so the look after it would
 /// find nothing: after a turn, a worker goes on with the turns (and what is
 /// handed to it), not with the event queue it found short. It goes on while
@@ -116,13 +116,13 @@ enum Look {
 /// until it finds none.
 async fn next_job(
     state: &AppState,
-    conn: &mut Kept,
-    floor: &mut Floor,
-    look: Look,
-) -> Result<Option<Look>, sqlx::Error> {
-    let mut events = state.receipts.take(EVENT_BATCH);
+    conn: &mut KeptConnection,
+    floor: &mut ClaimFloor,
+    look: WhereToLook,
+) -> Result<Option<WhereToLook>, sqlx::Error> {
+    let mut events = state.recorder.take(EVENT_BATCH);
     let lease = lease(state.config.delivery.openai_timeout);
-    if events.len() < EVENT_BATCH && look == Look::Everywhere {
+    if events.len() < EVENT_BATCH && look == WhereToLook::Everywhere {
         let from = floor.start();
         let limit = (EVENT_BATCH - events.len()) as i64;
         match inbox::claim(conn, lease, limit, from).await {
@@ -139,17 +139,17 @@ async fn next_job(
     if !events.is_empty() {
         events::process_batch(state, conn, events).await;
     }
-    if full || look == Look::Handed {
+    if full || look == WhereToLook::HandedOnly {
         return Ok(full.then_some(look));
     }
     if let Some(claimed) = turn_store::claim_pending(conn, lease).await? {
         turns::start(state, conn, claimed).await;
         // Each turn started uses up a wake-up, whichever turn it was for.
-        let woken = state.work.take_turn();
+        let woken = state.wakeups.take_turn();
         return Ok(match look {
-            Look::Turn if !woken => None,
-            Look::Turn => Some(Look::Turn),
-            _ => Some(Look::Turns),
+            WhereToLook::OneTurn if !woken => None,
+            WhereToLook::OneTurn => Some(WhereToLook::OneTurn),
+            _ => Some(WhereToLook::TurnsUntilNone),
         });
     }
     Ok(None)
@@ -166,18 +166,18 @@ async fn next_job(
 /// database's `now()`, which is when their transaction began, not when it
 /// committed: an event committed after the claim may be stamped earlier
 /// than what it took, by as long as its writer took to commit (two writers,
-/// or two instances, commit out of order). [`Floor::SLACK`] covers that.
+/// or two instances, commit out of order). [`ClaimFloor::SLACK`] covers that.
 /// Then a claim from the start again finds what a floor could pass over:
 /// an event whose lease ran out, one a rolled-back claim had locked, or one
 /// whose writer took longer than the slack. Those wait at most that second
 /// longer.
 #[derive(Default)]
-struct Floor {
+struct ClaimFloor {
     oldest: Option<DateTime<Utc>>,
     found_at: Option<Instant>,
 }
 
-impl Floor {
+impl ClaimFloor {
     const HELD: Duration = Duration::from_secs(1);
     /// How much earlier than the oldest event taken a claim starts: longer
     /// than a writer's one-statement transaction takes to commit, unless

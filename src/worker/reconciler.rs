@@ -9,7 +9,7 @@ use crate::{
     state::AppState,
     storage::{
         turns::{self, Turn},
-        Kept,
+        KeptConnection,
     },
 };
 
@@ -56,7 +56,7 @@ async fn reconcile(state: &AppState, turn: Turn) {
             tracing::info!(outcome = ?response.outcome, "webhook missing; finishing the turn from the response");
             finish_from_response(
                 state,
-                &mut Kept::new(state.pool.clone()),
+                &mut KeptConnection::new(state.pool.clone()),
                 turn.id,
                 &response,
             )
@@ -100,7 +100,7 @@ async fn reconcile(state: &AppState, turn: Turn) {
 async fn give_up(state: &AppState, turn: &Turn, problem: &str) -> Result<(), TurnError> {
     Ok(finish_turn(
         state,
-        &mut Kept::new(state.pool.clone()),
+        &mut KeptConnection::new(state.pool.clone()),
         turn.id,
         TurnEnd::failed(turn.response_id.as_deref(), problem),
     )

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::backoff;
 use crate::{
-    ai::{AiError, FetchedResponse, Outcome, Reply},
+    ai::{AiError, AssistantReply, FetchedResponse, Outcome},
     conversation::{self, Action, Actor, TransitionError},
     hub::Announce,
     protocol::customer_frames::AssistantStatus,
@@ -17,9 +17,9 @@ use crate::{
         self,
         conversations::{self, ConversationState, Message, NewMessage, Role},
         notify::Announcements,
-        on_kept,
+        on_kept_connection,
         turns::{self, Claimed, TurnStatus},
-        Ending, Kept,
+        Ending, KeptConnection,
     },
 };
 
@@ -51,7 +51,7 @@ impl TurnError {
 pub struct TurnEnd<'a> {
     pub status: TurnStatus,
     pub response_id: Option<&'a str>,
-    pub replies: &'a [Reply],
+    pub replies: &'a [AssistantReply],
     pub problem: Option<&'a str>,
     /// The model called `handoff_to_human`, with this reason.
     pub handoff: Option<&'a str>,
@@ -76,7 +76,7 @@ impl<'a> TurnEnd<'a> {
 /// `Retry-After` asks) until the start budget is spent; then the customer is
 /// told a person will take over.
 #[tracing::instrument(skip_all, fields(turn_id = %claimed.turn.id, conversation_id = %claimed.turn.conversation_id))]
-pub(super) async fn start(state: &AppState, conn: &mut Kept, claimed: Claimed) {
+pub(super) async fn start(state: &AppState, conn: &mut KeptConnection, claimed: Claimed) {
     let Err(e) = try_start(state, conn, &claimed).await else {
         return;
     };
@@ -105,7 +105,11 @@ pub(super) async fn start(state: &AppState, conn: &mut Kept, claimed: Claimed) {
     }
 }
 
-async fn try_start(state: &AppState, conn: &mut Kept, claimed: &Claimed) -> Result<(), TurnError> {
+async fn try_start(
+    state: &AppState,
+    conn: &mut KeptConnection,
+    claimed: &Claimed,
+) -> Result<(), TurnError> {
     let turn = &claimed.turn;
     let conversation_id = turn.conversation_id;
     let openai_conversation = match &claimed.openai_conversation_id {
@@ -144,11 +148,11 @@ async fn try_start(state: &AppState, conn: &mut Kept, claimed: &Claimed) -> Resu
 /// safe since a turn that has ended is left alone.
 pub async fn finish_turn(
     state: &AppState,
-    kept: &mut Kept,
+    kept: &mut KeptConnection,
     turn_id: Uuid,
     end: TurnEnd<'_>,
 ) -> Result<(), sqlx::Error> {
-    on_kept!(kept, |conn| finish_on(state, conn, turn_id, &end))
+    on_kept_connection!(kept, |conn| finish_on(state, conn, turn_id, &end))
 }
 
 async fn finish_on(
@@ -289,7 +293,7 @@ const HANDOFF_OUTPUT: &str =
 /// finds its output.
 pub(super) async fn finish_from_response(
     state: &AppState,
-    kept: &mut Kept,
+    kept: &mut KeptConnection,
     turn_id: Uuid,
     response: &FetchedResponse,
 ) -> Result<(), TurnError> {
