@@ -4,7 +4,7 @@
 //! feed has the customer socket's guarantees: replay after `after_seq`, then
 //! every item once, in `seq` order, gaps filled from the database.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, time::Duration};
 
 use axum::{
     extract::{
@@ -26,10 +26,15 @@ use crate::{
     error::ApiError,
     hub::{AgentDelivery, Delivery},
     state::AppState,
-    storage::conversations,
+    storage::{self, conversations},
 };
 
 const MAX_FRAME_BYTES: usize = 16 * 1024;
+/// How often an open feed checks that its session still stands: the feed
+/// closes within this long of a sign-out, the session's expiry, or the
+/// agent being disabled.
+const SESSION_CHECK: Duration = Duration::from_secs(2);
+const CLOSE_POLICY: u16 = 1008;
 
 /// `GET /api/agent/ws`: signed-in agents only, from the console's own origin.
 pub(super) async fn upgrade(
@@ -45,10 +50,18 @@ pub(super) async fn upgrade(
         });
     }
     let tasks = state.tasks.clone();
-    let name = agent.name.clone();
+    let session = SignedIn {
+        session_id: agent
+            .session
+            .id()
+            .map(|id| id.to_string())
+            .unwrap_or_default(),
+        agent_id: agent.id,
+        name: agent.name.clone(),
+    };
     Ok(ws
         .max_message_size(MAX_FRAME_BYTES)
-        .on_upgrade(move |socket| tasks.track_future(serve(socket, state, name))))
+        .on_upgrade(move |socket| tasks.track_future(serve(socket, state, session))))
 }
 
 /// Browsers always send `Origin` on a WebSocket; it must name this host.
@@ -86,8 +99,17 @@ struct Feed {
     watched: HashMap<Uuid, i64>,
 }
 
-async fn serve(socket: WebSocket, state: AppState, name: String) {
+/// Whose feed it is: the session it was opened with.
+struct SignedIn {
+    session_id: String,
+    agent_id: Uuid,
+    name: String,
+}
+
+async fn serve(socket: WebSocket, state: AppState, signed_in: SignedIn) {
     let _open = state.metrics.socket_opened("agent");
+    let mut session_check = tokio::time::interval(SESSION_CHECK);
+    session_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut deliveries = state.hub.subscribe_agents();
     let (sink, mut stream) = socket.split();
     let shutdown = state.shutdown.clone();
@@ -97,7 +119,7 @@ async fn serve(socket: WebSocket, state: AppState, name: String) {
         watched: HashMap::new(),
     };
     if feed
-        .send(json!({ "type": "welcome", "agent": { "name": name } }).to_string())
+        .send(json!({ "type": "welcome", "agent": { "name": signed_in.name } }).to_string())
         .await
         .is_err()
     {
@@ -110,6 +132,22 @@ async fn serve(socket: WebSocket, state: AppState, name: String) {
                 let close = CloseFrame { code: 1001, reason: Utf8Bytes::from_static("server restarting") };
                 let _ = feed.sink.send(WsMessage::Close(Some(close))).await;
                 return;
+            }
+            _ = session_check.tick() => {
+                let live = storage::agents::session_is_live(
+                    &feed.state.pool,
+                    &signed_in.session_id,
+                    signed_in.agent_id,
+                )
+                .await;
+                // A database that cannot answer ends nothing: the next
+                // check asks again.
+                if let Ok(false) = live {
+                    let close = CloseFrame { code: CLOSE_POLICY, reason: Utf8Bytes::from_static("signed out") };
+                    let _ = feed.sink.send(WsMessage::Close(Some(close))).await;
+                    return;
+                }
+                Ok(())
             }
             message = stream.next() => match message {
                 Some(Ok(WsMessage::Text(text))) => feed.client_frame(text.as_str()).await,

@@ -74,6 +74,24 @@ pub async fn disable(pool: &PgPool, email: &str) -> Result<bool, sqlx::Error> {
     Ok(done.rows_affected() > 0)
 }
 
+/// Whether a console's session is still live: not signed out, not expired,
+/// and its agent not disabled. Reads tower-sessions' table directly, since
+/// its store answers only for the session of a request.
+pub async fn session_is_live(
+    pool: &PgPool,
+    session_id: &str,
+    agent_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM tower_sessions.session WHERE id = $1 AND expiry_date > now())
+            AND EXISTS (SELECT 1 FROM agents WHERE id = $2 AND disabled_at IS NULL)",
+    )
+    .bind(session_id)
+    .bind(agent_id)
+    .fetch_one(pool)
+    .await
+}
+
 pub async fn record_login_failure(pool: &PgPool, email: &str, ip: &str) -> Result<(), sqlx::Error> {
     sqlx::query("INSERT INTO login_failures (email, ip) VALUES ($1, $2)")
         .bind(email)

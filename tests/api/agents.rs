@@ -286,6 +286,60 @@ async fn a_disabled_agent_is_signed_out_and_cannot_act() {
     );
 }
 
+/// Reads the feed until the server closes it; returns the close code and
+/// reason. Frames sent before the close are skipped.
+async fn closed_by_server(feed: &mut ChatSocket) -> (u16, String) {
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let message = tokio::time::timeout(crate::helpers::PATIENCE, feed.ws.next())
+            .await
+            .expect("the feed closed in time")
+            .expect("a close frame before the end")
+            .expect("readable");
+        if let Message::Close(frame) = message {
+            let frame = frame.expect("a close code");
+            return (frame.code.into(), frame.reason.to_string());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_live_feed_closes_when_its_session_ends() {
+    let app = spawn_app().await;
+    for (email, name) in [
+        ("out@example.com", "Out"),
+        ("old@example.com", "Old"),
+        ("off@example.com", "Off"),
+    ] {
+        add_agent(&app, email, name).await;
+    }
+    let signed_out = Console::sign_in(&app, "out@example.com").await;
+    let expired = Console::sign_in(&app, "old@example.com").await;
+    let disabled = Console::sign_in(&app, "off@example.com").await;
+    let (mut out_feed, mut old_feed, mut off_feed) = (
+        signed_out.feed().await,
+        expired.feed().await,
+        disabled.feed().await,
+    );
+    let closed = (1008, "signed out".to_owned());
+
+    assert_eq!(signed_out.post("/api/agent/logout", json!({})).await.0, 204);
+    assert_eq!(closed_by_server(&mut out_feed).await, closed);
+
+    helpline::admin::disable_agent(&app.pool, "off@example.com")
+        .await
+        .unwrap();
+    assert_eq!(closed_by_server(&mut off_feed).await, closed);
+
+    // Sessions expire after a time without requests; a feed is not one.
+    sqlx::query("UPDATE tower_sessions.session SET expiry_date = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(closed_by_server(&mut old_feed).await, closed);
+}
+
 #[tokio::test]
 async fn every_state_transition_is_enforced_and_recorded() {
     let app = spawn_app().await;
