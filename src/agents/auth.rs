@@ -20,6 +20,7 @@ use subtle::ConstantTimeEq;
 use tower_sessions::Session;
 use uuid::Uuid;
 
+use super::hashing;
 use crate::{error::ApiError, state::AppState, storage::agents};
 
 const SESSION_AGENT: &str = "agent_id";
@@ -27,11 +28,15 @@ const SESSION_CSRF: &str = "csrf";
 /// State-changing requests carry the session's token in this header.
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
-/// Failed logins are counted over this window…
-const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
-/// …and refused beyond these counts, per account and per address.
-const MAX_FAILURES_PER_ACCOUNT: i64 = 5;
-const MAX_FAILURES_PER_ADDRESS: i64 = 30;
+/// Failed logins are counted over this window, and refused beyond these
+/// counts: per account from one address (a guesser), and per address for
+/// any account (a sprayer). Limits per account alone would let anyone lock
+/// a real agent out from wherever they work.
+const LOGIN_LIMITS: agents::LoginLimits = agents::LoginLimits {
+    window: Duration::from_secs(15 * 60),
+    per_account_and_address: 5,
+    per_address: 30,
+};
 
 pub fn hash_password(password: &str) -> String {
     let salt = SaltString::generate(&mut OsRng);
@@ -163,22 +168,26 @@ pub(super) async fn login(
     Json(login): Json<Login>,
 ) -> Result<Json<SignedIn>, ApiError> {
     let ip = peer.ip().to_string();
-    let (by_account, by_address) =
-        agents::recent_failures(&state.pool, &login.email, &ip, FAILURE_WINDOW).await?;
-    if by_account >= MAX_FAILURES_PER_ACCOUNT || by_address >= MAX_FAILURES_PER_ADDRESS {
-        return Err(ApiError::TooManyRequests {
-            retry_after_secs: FAILURE_WINDOW.as_secs(),
-        });
-    }
+    let refused = ApiError::TooManyRequests {
+        retry_after_secs: LOGIN_LIMITS.window.as_secs(),
+    };
+    let Some(attempt) =
+        agents::claim_login_attempt(&state.pool, &login.email, &ip, LOGIN_LIMITS).await?
+    else {
+        return Err(refused);
+    };
     let agent = agents::find_by_email(&state.pool, &login.email).await?;
     let hash = agent
         .as_ref()
         .map_or(decoy_hash(), |a| a.password_hash.as_str());
-    let password_ok = verify_password(&login.password, hash);
+    let password_ok = hashing::verify(login.password, hash.to_owned())
+        .await
+        .map_err(|hashing::Busy| ApiError::TooManyRequests {
+            retry_after_secs: 1,
+        })?;
     let agent = match agent {
         Some(agent) if password_ok && agent.disabled_at.is_none() => agent,
         _ => {
-            agents::record_login_failure(&state.pool, &login.email, &ip).await?;
             tracing::info!(%ip, "failed agent login");
             return Err(unauthorized(
                 "invalid_credentials",
@@ -186,6 +195,7 @@ pub(super) async fn login(
             ));
         }
     };
+    agents::forget_login_attempt(&state.pool, attempt).await?;
     // A fresh session id at login: a session fixed before sign-in is useless.
     session.cycle_id().await.map_err(session_error)?;
     let csrf_token = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>());

@@ -4,6 +4,7 @@
 
 mod api;
 pub mod auth;
+mod hashing;
 mod socket;
 
 use axum::{

@@ -92,33 +92,63 @@ pub async fn session_is_live(
     .await
 }
 
-pub async fn record_login_failure(pool: &PgPool, email: &str, ip: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO login_failures (email, ip) VALUES ($1, $2)")
-        .bind(email)
-        .bind(ip)
-        .execute(pool)
-        .await?;
-    Ok(())
+/// How many failed logins are allowed within a window.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginLimits {
+    pub window: Duration,
+    /// For one account, from one address.
+    pub per_account_and_address: i64,
+    /// From one address, whatever the account.
+    pub per_address: i64,
 }
 
-/// Failed logins within `window` for this email and from this address.
-pub async fn recent_failures(
+/// Claims a login attempt before its password is checked: `None` if the
+/// limits refuse it, else the attempt's id. The attempt counts as a failure
+/// until [`forget_login_attempt`] (after a success), so concurrent
+/// attempts from one address each see those before them: the address's
+/// lock makes the count and the claim one step.
+pub async fn claim_login_attempt(
     pool: &PgPool,
     email: &str,
     ip: &str,
-    window: Duration,
-) -> Result<(i64, i64), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT
-             count(*) FILTER (WHERE lower(email) = lower($1)),
-             count(*) FILTER (WHERE ip = $2)
-         FROM login_failures WHERE failed_at > now() - make_interval(secs => $3)",
-    )
-    .bind(email)
-    .bind(ip)
-    .bind(window.as_secs_f64())
-    .fetch_one(pool)
+    limits: LoginLimits,
+) -> Result<Option<i64>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    super::in_transaction(&mut conn, async |tx| {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('helpline-login:' || $1, 0))")
+            .bind(ip)
+            .execute(&mut *tx)
+            .await?;
+        let claimed: Option<i64> = sqlx::query_scalar(
+            "WITH recent AS (
+                 SELECT count(*) FILTER (WHERE lower(email) = lower($1)) AS by_account,
+                        count(*) AS by_address
+                 FROM login_failures
+                 WHERE ip = $2 AND failed_at > now() - make_interval(secs => $3)
+             )
+             INSERT INTO login_failures (email, ip)
+             SELECT $1, $2 FROM recent WHERE by_account < $4 AND by_address < $5
+             RETURNING id",
+        )
+        .bind(email)
+        .bind(ip)
+        .bind(limits.window.as_secs_f64())
+        .bind(limits.per_account_and_address)
+        .bind(limits.per_address)
+        .fetch_optional(&mut *tx)
+        .await?;
+        Ok::<_, sqlx::Error>(super::Ending::Commit(claimed))
+    })
     .await
+}
+
+/// The attempt succeeded: it no longer counts as a failure.
+pub async fn forget_login_attempt(pool: &PgPool, attempt: i64) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM login_failures WHERE id = $1")
+        .bind(attempt)
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// The agent has read the conversation up to `agent_seq`.

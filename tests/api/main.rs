@@ -16,6 +16,7 @@ mod hostile_headers;
 mod hostile_sockets;
 mod hostile_webhooks;
 mod instances;
+mod login_flood;
 mod observability;
 mod operations;
 mod processes;
