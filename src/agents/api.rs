@@ -207,7 +207,12 @@ pub(super) async fn read(
     Path(id): Path<Uuid>,
     Json(body): Json<Read>,
 ) -> Result<Json<Summary>, ApiError> {
-    agents::mark_read(&state.pool, agent.id, id, body.seq).await?;
+    match agents::mark_read(&state.pool, agent.id, id, body.seq).await {
+        Err(sqlx::Error::Database(e)) if e.is_foreign_key_violation() => {
+            return Err(ApiError::NotFound)
+        }
+        done => done?,
+    }
     Ok(Json(summary(&state, agent.id, id).await?))
 }
 

@@ -167,6 +167,12 @@ pub(super) async fn login(
     session: Session,
     Json(login): Json<Login>,
 ) -> Result<Json<SignedIn>, ApiError> {
+    if login.email.contains('\0') || login.password.contains('\0') {
+        return Err(ApiError::bad_request(
+            "invalid_credentials_format",
+            "email and password must not contain the NUL character",
+        ));
+    }
     let ip = peer.ip().to_string();
     let refused = ApiError::TooManyRequests {
         retry_after_secs: LOGIN_LIMITS.window.as_secs(),

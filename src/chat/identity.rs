@@ -54,6 +54,12 @@ pub fn verified_user<'a>(
             "user_id must be 1 to 255 characters",
         ));
     }
+    if user_id.contains('\0') {
+        return Err(ApiError::bad_request(
+            "invalid_user_id",
+            "user_id must not contain the NUL character",
+        ));
+    }
     let Some(secret) = secret else {
         return Err(ApiError::bad_request(
             "identity_verification_disabled",

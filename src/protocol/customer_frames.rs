@@ -83,6 +83,12 @@ impl ClientFrame {
                         "client_id must be 1 to 64 characters",
                     ));
                 }
+                if client_id.contains('\0') {
+                    return Err(FrameError::new(
+                        "invalid_client_id",
+                        "client_id must not contain the NUL character",
+                    ));
+                }
                 check_text(text).map(|_| ())
             }
             _ => Ok(()),
@@ -101,6 +107,13 @@ pub fn check_text(text: &str) -> Result<&str, FrameError> {
         return Err(FrameError::new(
             "message_too_long",
             "text is longer than 4000 characters",
+        ));
+    }
+    // PostgreSQL's text cannot hold it.
+    if text.contains('\0') {
+        return Err(FrameError::new(
+            "invalid_text",
+            "text must not contain the NUL character",
         ));
     }
     Ok(text)
@@ -242,6 +255,14 @@ mod tests {
         assert_eq!(
             code(r#"{"type":"message","client_id":"c","text":"   "}"#),
             "empty_message"
+        );
+        assert_eq!(
+            code(r#"{"type":"message","client_id":"c","text":"a\u0000b"}"#),
+            "invalid_text"
+        );
+        assert_eq!(
+            code(r#"{"type":"message","client_id":"c\u0000","text":"hi"}"#),
+            "invalid_client_id"
         );
         let long_text = "é".repeat(4001);
         assert_eq!(

@@ -58,6 +58,11 @@ pub fn decode(body: &[u8]) -> Result<Event, DecodeError> {
     let text = std::str::from_utf8(body).map_err(|_| DecodeError::NotUtf8)?;
     let payload: Value =
         serde_json::from_str(text).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if holds_nul(&payload) {
+        return Err(DecodeError::Malformed(
+            "it holds the NUL character (\\u0000), which cannot be stored".into(),
+        ));
+    }
     let envelope =
         Envelope::deserialize(&payload).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     let handled = HANDLED_EVENTS.contains(&envelope.kind.as_str());
@@ -78,6 +83,17 @@ pub fn decode(body: &[u8]) -> Result<Event, DecodeError> {
         handled,
         payload,
     })
+}
+
+/// Whether any string or key in `value` holds U+0000, which PostgreSQL's
+/// `jsonb` refuses.
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(fields) => fields.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
 }
 
 #[cfg(test)]
@@ -101,6 +117,8 @@ mod tests {
             r#"{"type":"response.cancelled","data":{"id":7}}"#,
             r#"{"type":"response.incomplete","data":{"id":""}}"#,
             r#"{"type":"response.completed","data":"resp_1"}"#,
+            r#"{"type":"response.completed","data":{"id":"resp_\u0000"}}"#,
+            r#"{"type":"response.completed","data":{"id":"resp_1","x\u0000":1}}"#,
         ] {
             assert_eq!(code(body.as_bytes()), "malformed_event", "{body}");
         }

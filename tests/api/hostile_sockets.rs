@@ -281,3 +281,32 @@ async fn a_token_reaches_only_its_own_conversation() {
     assert_eq!(app.count("SELECT count(*) FROM conversations").await, 2);
     assert_eq!(customer_messages(&app).await, 1);
 }
+
+#[tokio::test]
+async fn any_message_the_protocol_accepts_fits_a_frame_and_nul_is_refused_plainly() {
+    let app = spawn_app().await;
+    let visitor = app.new_visitor().await;
+    let mut socket = app.connect(&visitor, None).await;
+    // 4000 control characters, each JSON-escaped in six bytes.
+    let text = "\u{1}".repeat(4000);
+    socket
+        .send(json!({ "type": "message", "client_id": "control", "text": text }))
+        .await;
+    let echo = socket.next_from("customer").await;
+    assert_eq!(echo["client_id"], "control");
+    assert_eq!(echo["text"].as_str().unwrap().chars().count(), 4000);
+
+    for (client_id, text, code) in [
+        ("nul-text", "a\u{0}b", "invalid_text"),
+        ("nul\u{0}id", "hello", "invalid_client_id"),
+    ] {
+        socket
+            .send(json!({ "type": "message", "client_id": client_id, "text": text }))
+            .await;
+        let error = socket
+            .next_where("an error frame", |f| f["type"] == "error")
+            .await;
+        assert_eq!(error["code"], code);
+    }
+    assert_eq!(customer_messages(&app).await, 1);
+}

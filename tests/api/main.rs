@@ -13,6 +13,7 @@ mod crashes;
 mod dead_letters;
 mod faults;
 mod hostile_headers;
+mod hostile_nul;
 mod hostile_sockets;
 mod hostile_webhooks;
 mod instances;

@@ -23,8 +23,10 @@ use super::{origins, token_hash};
 use crate::{
     error::ApiError,
     hub::Delivery,
-    limits::{self},
-    protocol::customer_frames::{error_json, ClientFrame, FrameError, MAX_TEXT_CHARS},
+    limits,
+    protocol::customer_frames::{
+        error_json, ClientFrame, FrameError, MAX_CLIENT_ID_CHARS, MAX_TEXT_CHARS,
+    },
     state::AppState,
     storage::conversations,
 };
@@ -32,8 +34,11 @@ use reader::{read_frames, ReaderLimits};
 use writer::Writer;
 
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Frames are small; anything bigger is refused before it is parsed.
-const MAX_FRAME_BYTES: usize = MAX_TEXT_CHARS * 4 + 1024;
+/// Frames are small; anything bigger is refused before it is parsed. Big
+/// enough for any frame the protocol accepts, however it is escaped: a
+/// character JSON-escaped as a surrogate pair (`\uD83D\uDE00`) takes 12
+/// bytes.
+const MAX_FRAME_BYTES: usize = (MAX_TEXT_CHARS + MAX_CLIENT_ID_CHARS) * 12 + 1024;
 /// tungstenite zero-fills its whole read buffer (128 KiB by default) on the
 /// first read, which would keep all of it resident for every idle socket;
 /// frames are small, and a bigger one grows the buffer as needed.
