@@ -199,8 +199,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     println!("Helpline is running at http://{}/", app.addr);
     match &app.database {
-        DatabaseSource::Private { data_dir, port } => {
-            println!("  database: private PostgreSQL in {} (127.0.0.1:{port}); set DATABASE_URL to use your own", data_dir.display())
+        DatabaseSource::Private { data_dir, url } => {
+            println!("  database: private PostgreSQL in {} ({url}, a socket only this user can reach); set DATABASE_URL to use your own", data_dir.display())
         }
         DatabaseSource::Url => println!("  database: DATABASE_URL"),
     }

@@ -84,7 +84,11 @@ pub async fn open_database(
 #[derive(Debug)]
 pub enum DatabaseSource {
     Url,
-    Private { data_dir: PathBuf, port: u16 },
+    /// The private cluster, and the URL that reaches it (its socket).
+    Private {
+        data_dir: PathBuf,
+        url: String,
+    },
 }
 
 pub struct Application {
@@ -120,7 +124,7 @@ impl Application {
         let database = match &private_pg {
             Some(pg) => DatabaseSource::Private {
                 data_dir: pg.data_dir.clone(),
-                port: pg.port,
+                url: pg.url("helpline"),
             },
             None => DatabaseSource::Url,
         };

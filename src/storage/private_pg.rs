@@ -1,8 +1,11 @@
 //! A private PostgreSQL cluster in a local data directory, so that Helpline
 //! (and its tests) run on a fresh machine with no configuration at all.
 //!
-//! The cluster is created once with `initdb` (trust authentication, TCP on
-//! 127.0.0.1 only, no Unix socket) and started with `pg_ctl` on a free port.
+//! The cluster is created once with `initdb` and started with `pg_ctl`. It
+//! trusts whoever reaches it, so nobody else may: it listens on no TCP
+//! address, only on a Unix socket in a directory of its own that only the
+//! cluster's user can enter (and root, who is that user's superior anyway).
+//! Its "port" only names the socket file.
 //! If it is already running (another Helpline process, a test binary) it is
 //! reused. PostgreSQL refuses to run as root, so when we are root its
 //! programs run as the `postgres` user (or `nobody`) and the directory is
@@ -44,6 +47,8 @@ pub enum PrivatePgError {
 #[derive(Debug)]
 pub struct PrivatePostgres {
     pub data_dir: PathBuf,
+    /// Where the cluster's socket is: a directory only its user can enter.
+    pub socket_dir: PathBuf,
     pub port: u16,
     bin_dir: PathBuf,
     run_as: Option<(u32, u32)>,
@@ -76,13 +81,17 @@ impl PrivatePostgres {
 
         let data_dir = dir.join("pgdata");
         let log = dir.join("postgres.log");
+        let socket_dir = dir.join("socket");
+        private_dir(&socket_dir)?;
         if let Some((uid, gid)) = run_as {
             chown(&dir, uid, gid)?;
+            chown(&socket_dir, uid, gid)?;
             if log.exists() {
                 chown(&log, uid, gid)?;
             }
         }
         let mut pg = Self {
+            socket_dir,
             data_dir,
             port: 0,
             bin_dir,
@@ -110,6 +119,11 @@ impl PrivatePostgres {
 
         if let Some(port) = pg.running_port() {
             pg.port = port;
+            // Started by an older Helpline, on TCP: start it again on the
+            // socket alone.
+            if !pg.socket_dir.join(format!(".s.PGSQL.{port}")).exists() {
+                pg.restart()?;
+            }
             return Ok(pg);
         }
 
@@ -137,9 +151,14 @@ impl PrivatePostgres {
         Ok(())
     }
 
-    /// A URL for the cluster's `postgres` database, or for `database`.
+    /// A URL for the cluster's `postgres` database, or for `database`,
+    /// through its socket.
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        format!(
+            "postgres://postgres@localhost:{}/{database}?host={}",
+            self.port,
+            self.socket_dir.display()
+        )
     }
 
     /// Stops the cluster if this process started it.
@@ -176,8 +195,10 @@ impl PrivatePostgres {
 
     fn server_options(&self) -> String {
         format!(
-            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections=300",
-            self.port
+            "-p {} -c listen_addresses='' -c unix_socket_directories='{}' \
+             -c unix_socket_permissions=0700 -c max_connections=300",
+            self.port,
+            self.socket_dir.display()
         )
     }
 
@@ -297,6 +318,13 @@ fn unprivileged_user() -> Option<(u32, u32)> {
         let (uid, gid) = unsafe { ((*pw).pw_uid, (*pw).pw_gid) };
         Some((uid, gid))
     })
+}
+
+/// Creates `dir` if needed, enterable by its owner alone.
+fn private_dir(dir: &Path) -> Result<(), PrivatePgError> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(|e| io_err(dir, e))
 }
 
 fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), PrivatePgError> {

@@ -51,6 +51,19 @@ async fn with_no_configuration_helpline_runs_in_demo_mode_and_keeps_its_data_acr
         "{text}"
     );
 
+    // The private cluster trusts whoever reaches it, so nobody else may: no
+    // TCP listener, and a socket in a directory only its user can enter.
+    let pid_file = std::fs::read_to_string(data_dir.join("pgdata/postmaster.pid")).unwrap();
+    let port: u16 = pid_file.lines().nth(3).unwrap().trim().parse().unwrap();
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the private cluster listens on no TCP port"
+    );
+    let socket_dir = std::fs::metadata(data_dir.join("socket")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(socket_dir.permissions().mode() & 0o777, 0o700);
+    assert!(data_dir.join(format!("socket/.s.PGSQL.{port}")).exists());
+
     let http = reqwest::Client::new();
     let page = http.get(format!("{base_url}/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
