@@ -31,7 +31,7 @@ use crate::{
 /// How long shutdown waits for sockets and in-flight jobs.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The HTTP routes. KeptConnection apart from `Application` so the shape is easy to see.
+/// The HTTP routes. Kept apart from `Application` so the shape is easy to see.
 pub fn app(state: AppState) -> Router {
     let static_dir = static_dir(&state.config);
     let sessions = PostgresStore::new(state.pool.clone());
@@ -47,7 +47,10 @@ pub fn app(state: AppState) -> Router {
         .merge(webhooks::router())
         .merge(probes::router())
         .fallback_service(ServeDir::new(static_dir));
-    let routes = routes.layer(axum::middleware::from_fn(security_headers::add));
+    let mut routes = routes.layer(axum::middleware::from_fn(security_headers::add));
+    if https {
+        routes = routes.layer(axum::middleware::from_fn(security_headers::https_only));
+    }
     telemetry::layers(routes).with_state(state)
 }
 

@@ -199,7 +199,7 @@ impl KeptConnection {
     }
 }
 
-/// Runs a statement on a [`KeptConnection`] connection, and once more on a fresh one
+/// Runs a statement on a [`KeptConnection`], and once more on a fresh one
 /// if the kept one turns out to be gone: `on_kept_connection!(kept, |conn| query(conn))`
 /// where `query(conn)` is a future of `Result<_, sqlx::Error>`.
 macro_rules! on_kept_connection {

@@ -2,7 +2,7 @@
 //! policy; Helpline's own pages and API forbid framing and inline code;
 //! `widget.js` stays embeddable by any site.
 
-use crate::helpers::spawn_app;
+use crate::helpers::{spawn_app, spawn_app_configured, TestOptions};
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
@@ -84,4 +84,37 @@ async fn widget_js_stays_embeddable_by_any_site() {
     assert_eq!(h["access-control-allow-origin"], "*");
     assert!(h.get("x-frame-options").is_none());
     assert!(h.get("content-security-policy").is_none());
+}
+
+#[tokio::test]
+async fn behind_an_https_public_url_every_response_asks_for_https_only() {
+    let https = spawn_app_configured(
+        TestOptions::default(),
+        vec![(
+            "HELPLINE_PUBLIC_URL",
+            "https://support.example.com".to_owned(),
+        )],
+    )
+    .await;
+    for path in ["/", "/healthz", "/widget.js", "/no-such-page"] {
+        let response = https
+            .http
+            .get(format!("{}{path}", https.base_url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.headers()["strict-transport-security"],
+            "max-age=31536000",
+            "{path}"
+        );
+    }
+    let plain = spawn_app().await;
+    let response = plain
+        .http
+        .get(format!("{}/", plain.base_url))
+        .send()
+        .await
+        .unwrap();
+    assert!(!response.headers().contains_key("strict-transport-security"));
 }
